@@ -1,0 +1,442 @@
+"""The ``klipnote`` command: a thin layer that parses, calls the library, and prints.
+
+Exit codes: 0 success; 1 the operation failed (a rejected input, a job not done, a job that
+failed); 2 the command line or configuration is wrong; 124 ``wait`` timed out; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from klipnote import __version__, defaults, render
+from klipnote.config import Settings, load_settings, parse_duration
+from klipnote.errors import KlipnoteError, UsageError
+from klipnote.job import JobRequest, JobState, Lane, Model, OutputFormat, Status, output_name
+from klipnote.spool import Spool
+
+EXIT_TIMEOUT = 124
+
+app = typer.Typer(
+    name="klipnote",
+    help="Batch transcription from the shell: submit audio and video files to a spool; "
+    "long-running workers turn them into subtitles and transcripts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print stable JSON for scripts instead of a table.")]
+IdsArg = Annotated[list[str], typer.Argument(metavar="ID...", help="Job ids or unique prefixes of them.")]
+
+
+class Session:
+    """Settings and spool for one command, loaded on first use."""
+
+    def __init__(self, flags: dict[str, object]) -> None:
+        self.flags = flags
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.flags)
+        return self._settings
+
+    def spool(self, *, create: bool = False) -> Spool:
+        return Spool.from_settings(self.settings, create=create)
+
+
+def _session(ctx: typer.Context) -> Session:
+    return ctx.find_root().obj
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"klipnote {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    spool: Annotated[
+        Optional[Path],
+        typer.Option("--spool", metavar="DIR", help="Spool directory; overrides KLIPNOTE_SPOOL and the config file."),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    ctx.obj = Session({"spool": spool})
+
+
+# ---------------------------------------------------------------------- submit
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    files: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            metavar="FILE...",
+            help="Audio or video files; folders with --recursive; - reads paths from "
+            "standard input, one a line. Put -- before names that start with a dash.",
+        ),
+    ] = None,
+    recursive: Annotated[
+        bool,
+        typer.Option(
+            "--recursive",
+            "-r",
+            help="Submit every audio or video file under the folders given (found by content, not by extension).",
+        ),
+    ] = False,
+    model: Annotated[
+        Optional[Model],
+        typer.Option(
+            help="Engine: belle2 (Mandarin), whisperx (multi-language), or auto to route by language. "
+            "Default: DEFAULT_TRANSCRIPTION_MODEL, else auto."
+        ),
+    ] = None,
+    language: Annotated[
+        Optional[str], typer.Option("--language", "-l", help="Language hint such as en, de or zh.")
+    ] = None,
+    formats: Annotated[
+        Optional[list[OutputFormat]],
+        typer.Option("--format", "-f", help="Extra output format (repeatable); srt and json are always written."),
+    ] = None,
+    output_dir: Annotated[
+        Optional[Path],
+        typer.Option("--output-dir", "-o", metavar="DIR", help="Also copy the outputs into this folder."),
+    ] = None,
+    next_to_input: Annotated[
+        bool,
+        typer.Option("--next-to-input", help="Also copy the outputs beside each input file (cron folder batches)."),
+    ] = False,
+    priority: Annotated[
+        int,
+        typer.Option(
+            min=defaults.PRIORITY_MIN,
+            max=defaults.PRIORITY_MAX,
+            help="Higher runs first; jobs of equal priority run oldest first.",
+        ),
+    ] = defaults.PRIORITY_DEFAULT,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing", help="Do not resubmit a file whose content is already queued, running or done."
+        ),
+    ] = False,
+    no_copy: Annotated[
+        bool,
+        typer.Option(
+            "--no-copy",
+            help="Reference the input instead of snapshotting it; the job fails if the file changes before it runs.",
+        ),
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the jobs to end; exit 0 only if all are done.")
+    ] = False,
+    json_out: JsonFlag = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only job ids, one a line.")] = False,
+) -> None:
+    """Queue files for transcription. Exit 0 if all were accepted, 1 if any was rejected."""
+    from klipnote.submit import Limits, expand, submit_paths
+
+    if not files:
+        raise UsageError("no input files: give FILE..., a folder with --recursive, or - to read paths from stdin")
+    session = _session(ctx)
+    settings = session.settings
+    if output_dir is not None:
+        if output_dir.exists() and not output_dir.is_dir():
+            raise UsageError(f"--output-dir {output_dir} exists and is not a folder")
+        output_dir = Path(os.path.abspath(output_dir))
+    chosen = (OutputFormat.SRT, OutputFormat.JSON, *(formats or ()))
+    request = JobRequest(
+        model=model or Model(settings.default_model),
+        language=language,
+        formats=tuple(dict.fromkeys(chosen)),
+        output_dir=str(output_dir) if output_dir else None,
+        next_to_input=next_to_input,
+        priority=priority,
+    )
+    spool = session.spool(create=True)
+    limits = Limits(settings.max_file_size, settings.max_duration_hours)
+    out = None if (json_out or quiet) else render.console()
+
+    def report(outcome) -> None:  # noqa: ANN001 - an Outcome; printed as soon as it is known
+        if not outcome.accepted:
+            render.error(f"{outcome.input}: {outcome.error}")
+        elif quiet and not json_out:
+            sys.stdout.write(outcome.status.id + "\n")
+            sys.stdout.flush()
+        elif out is not None:
+            verb = f"exists ({outcome.status.state.value})" if outcome.skipped else "queued"
+            out.print(
+                f"{verb}  [bold]{outcome.status.id}[/]  {outcome.status.lane.value}  {outcome.input}", markup=True
+            )
+
+    candidates = expand(files, recursive=recursive, stdin=sys.stdin if "-" in files else None)
+    outcomes = submit_paths(
+        spool, candidates, request, limits, copy=not no_copy, skip_existing=skip_existing, on_outcome=report
+    )
+    rejected = sum(1 for o in outcomes if not o.accepted)
+    if not outcomes:
+        render.error("no audio or video files found in what was given")
+    exit_code = 1 if rejected or not outcomes else 0
+    if wait:
+        ids = [o.status.id for o in outcomes if o.status is not None]
+        statuses = _wait(spool, ids, timeout=None, show=not (json_out or quiet))
+        if any(s.state is not JobState.DONE for s in statuses.values()):
+            exit_code = 1
+        if json_out:
+            for outcome in outcomes:
+                if outcome.status is not None:
+                    outcome.status = statuses[outcome.status.id]
+    if json_out:
+        render.print_json([o.to_json() for o in outcomes])
+    raise typer.Exit(exit_code)
+
+
+# ---------------------------------------------------------------------- reading
+
+
+def _resolve_all(spool: Spool, ids: list[str]) -> tuple[list[Status], int]:
+    """Statuses of the jobs named; an error line (and a non-zero code) for each that is not one."""
+    statuses, code = [], 0
+    for text in ids:
+        try:
+            statuses.append(spool.load_status(spool.resolve(text)))
+        except KlipnoteError as exc:
+            render.error(str(exc))
+            code = max(code, exc.exit_code)
+    return statuses, code
+
+
+@app.command()
+def status(ctx: typer.Context, ids: IdsArg, json_out: JsonFlag = False) -> None:
+    """Show jobs: state, stage and progress, lane, engine, attempt, worker, times, outputs."""
+    spool = _session(ctx).spool()
+    spool.reap()
+    statuses, code = _resolve_all(spool, ids)
+    if json_out:
+        data = [s.to_dict() for s in statuses]
+        render.print_json(data[0] if len(ids) == 1 and data else data)
+    elif len(statuses) == 1:
+        render.status_detail(statuses[0])
+    elif statuses:
+        render.status_table(statuses)
+    raise typer.Exit(code)
+
+
+@app.command("list")
+def list_jobs(
+    ctx: typer.Context,
+    state: Annotated[Optional[list[JobState]], typer.Option(help="Only jobs in this state (repeatable).")] = None,
+    lane: Annotated[Optional[Lane], typer.Option(help="Only jobs of this lane.")] = None,
+    limit: Annotated[
+        int, typer.Option(min=0, help="Show at most this many, newest first; 0 for all.")
+    ] = defaults.LIST_LIMIT,
+    json_out: JsonFlag = False,
+) -> None:
+    """List jobs, newest first."""
+    spool = _session(ctx).spool()
+    spool.reap()
+    shown: list[Status] = []
+    for job_id in reversed(spool.job_ids()):
+        try:
+            job = spool.load_status(job_id)
+        except KlipnoteError as exc:
+            render.error(str(exc))
+            continue
+        if (state and job.state not in state) or (lane and job.lane is not lane):
+            continue
+        shown.append(job)
+        if limit and len(shown) >= limit:
+            break
+    if json_out:
+        render.print_json([s.to_dict() for s in shown])
+        return
+    if not shown:
+        render.console().print("no jobs match" if (state or lane) else f"no jobs in {spool.root}")
+        return
+    lengths = spool.queue_lengths()
+    render.status_table(
+        shown,
+        title=f"{len(shown)} job(s) in {spool.root}; waiting: " + ", ".join(f"{k} {v}" for k, v in lengths.items()),
+    )
+
+
+@app.command()
+def result(
+    ctx: typer.Context,
+    job: Annotated[str, typer.Argument(metavar="ID", help="Job id or unique prefix.")],
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Which output to print.")] = OutputFormat.SRT,
+) -> None:
+    """Print a finished job's output (SRT by default) to standard output."""
+    spool = _session(ctx).spool()
+    spool.reap()
+    job_id = spool.resolve(job)
+    current = spool.load_status(job_id)
+    if current.state is not JobState.DONE:
+        hint = {
+            JobState.QUEUED: f"; wait for it with `klipnote wait {job_id}`",
+            JobState.RUNNING: f"; wait for it with `klipnote wait {job_id}`",
+            JobState.FAILED: f": {current.error}",
+            JobState.CANCELED: "",
+        }[current.state]
+        raise KlipnoteError(
+            f"job {job_id} is {render.state_text(current)}, so it has no result yet{hint}"
+            if not current.state.terminal
+            else f"job {job_id} is {current.state.value}{hint}"
+        )
+    name = output_name(fmt)
+    if name not in current.outputs:
+        raise KlipnoteError(
+            f"job {job_id} has no {fmt.value} output (it has {', '.join(current.outputs) or 'none'}); "
+            f"submit with --format {fmt.value} to get one"
+        )
+    data = (spool.job_dir(job_id) / name).read_bytes()
+    sys.stdout.buffer.write(data)
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------- waiting
+
+
+def _wait(spool: Spool, ids: list[str], *, timeout: float | None, show: bool) -> dict[str, Status]:
+    """Wait for jobs, with live progress bars on a terminal and one line per ended job elsewhere."""
+    if not show or not sys.stderr.isatty():
+        ended: set[str] = set()
+
+        def note(statuses: dict[str, Status]) -> None:
+            for job_id, st in statuses.items():
+                if st.state.terminal and job_id not in ended and show:
+                    ended.add(job_id)
+                    render.error(f"{job_id} {st.state.value}" + (f": {st.error}" if st.error else ""))
+
+        return spool.wait_for(ids, timeout=timeout, on_poll=note)
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=render.console(stderr=True),
+        transient=False,
+    ) as bars:
+        tasks = {job_id: bars.add_task(job_id, total=100) for job_id in ids}
+
+        def draw(statuses: dict[str, Status]) -> None:
+            for job_id, st in statuses.items():
+                done = 100 if st.state.terminal else st.progress
+                bars.update(tasks[job_id], completed=done, description=f"{job_id}  {render.state_text(st):<28}")
+
+        return spool.wait_for(ids, timeout=timeout, on_poll=draw)
+
+
+@app.command("wait")
+def wait_cmd(
+    ctx: typer.Context,
+    ids: IdsArg,
+    timeout: Annotated[
+        Optional[str], typer.Option(help="Give up after this long (90, 30s, 15m, 2h); exit 124.")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Wait until the jobs end. Exit 0 if all are done, 1 if any failed or was canceled, 124 on timeout."""
+    spool = _session(ctx).spool()
+    found, code = _resolve_all(spool, ids)
+    if code:
+        raise typer.Exit(code)
+    try:
+        limit = parse_duration(timeout) if timeout is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--timeout {timeout!r}: {exc}") from None
+    statuses = _wait(spool, [s.id for s in found], timeout=limit, show=not json_out)
+    if json_out:
+        render.print_json([s.to_dict() for s in statuses.values()])
+    if not all(s.state.terminal for s in statuses.values()):
+        render.error(f"timed out after {timeout} with jobs still queued or running")
+        raise typer.Exit(EXIT_TIMEOUT)
+    raise typer.Exit(0 if all(s.state is JobState.DONE for s in statuses.values()) else 1)
+
+
+# ---------------------------------------------------------------------- changing jobs
+
+
+def _apply(ctx: typer.Context, ids: list[str], action: str, json_out: bool) -> None:
+    spool = _session(ctx).spool()
+    changed, code = [], 0
+    for text in ids:
+        try:
+            job_id = spool.resolve(text)
+            changed.append(spool.cancel(job_id) if action == "cancel" else spool.retry(job_id))
+        except KlipnoteError as exc:
+            render.error(str(exc))
+            code = max(code, exc.exit_code)
+    if json_out:
+        render.print_json([s.to_dict() for s in changed])
+    else:
+        for st in changed:
+            render.console().print(f"{st.id}  {st.state.value}")
+    raise typer.Exit(code)
+
+
+@app.command()
+def cancel(ctx: typer.Context, ids: IdsArg, json_out: JsonFlag = False) -> None:
+    """Cancel queued or running jobs (a running worker stops at its next heartbeat)."""
+    _apply(ctx, ids, "cancel", json_out)
+
+
+@app.command()
+def retry(ctx: typer.Context, ids: IdsArg, json_out: JsonFlag = False) -> None:
+    """Queue failed or canceled jobs again, with a fresh allowance of attempts."""
+    _apply(ctx, ids, "retry", json_out)
+
+
+@app.command()
+def gc(
+    ctx: typer.Context,
+    older_than: Annotated[
+        str, typer.Option(help="Remove done, failed and canceled jobs that ended longer ago than this (30d, 12h, 90m).")
+    ] = defaults.GC_OLDER_THAN,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would be removed.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Delete old finished jobs; queued and running jobs are never touched."""
+    try:
+        age = parse_duration(older_than)
+    except ValueError as exc:
+        raise UsageError(f"--older-than {older_than!r}: {exc}") from None
+    spool = _session(ctx).spool()
+    removed = spool.gc(age, dry_run=dry_run)
+    if json_out:
+        render.print_json({"removed": removed, "dry_run": dry_run})
+        return
+    verb = "would remove" if dry_run else "removed"
+    render.console().print(f"{verb} {len(removed)} item(s)" + "".join(f"\n  {r}" for r in removed))
+
+
+def main() -> None:
+    """Console-script entry point: every :class:`KlipnoteError` becomes one line and its exit code."""
+    try:
+        app(prog_name="klipnote")
+    except KlipnoteError as exc:
+        render.error(str(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        render.error("interrupted")
+        sys.exit(130)
+    except BrokenPipeError:  # `klipnote list | head`: the reader left; that is not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)

@@ -1,0 +1,45 @@
+"""Every default in one place, named, so that config, CLI help and docs agree."""
+
+from __future__ import annotations
+
+#: Format of the spool directory; a spool written with another format is refused.
+SPOOL_FORMAT = 1
+
+#: Largest input accepted at submit (bytes). Original service name: MAX_FILE_SIZE.
+MAX_FILE_SIZE = 2 * 1024**3
+#: Longest input accepted at submit (hours). Original service name: MAX_DURATION_HOURS.
+MAX_DURATION_HOURS = 2.0
+
+#: Model a job asks for when the user does not say (auto routes by language).
+DEFAULT_MODEL = "auto"
+
+#: How often a worker proves it is alive while it holds a job (seconds).
+HEARTBEAT_INTERVAL = 5.0
+#: A claim whose heartbeat is older than this is presumed dead, whichever host holds it (seconds).
+LEASE_TTL = 60.0
+#: Claims a job may use before it fails for good (a worker dying on it counts as one).
+MAX_ATTEMPTS = 3
+
+#: Priority range accepted by ``submit --priority``; higher runs first.
+PRIORITY_MIN = -9
+PRIORITY_MAX = 9
+PRIORITY_DEFAULT = 0
+
+#: How long a command waits for another process's short critical section on one job (seconds).
+STATE_LOCK_TIMEOUT = 30.0
+#: Status writes for progress are spaced at least this far apart (seconds).
+PROGRESS_MIN_INTERVAL = 0.5
+#: A staging folder or orphan ticket older than this is left over from a crash (seconds).
+STALE_STAGING_AGE = 3600.0
+
+#: Retention used by ``klipnote gc`` when no --older-than is given.
+GC_OLDER_THAN = "30d"
+
+#: ``klipnote list`` shows this many jobs unless told otherwise (0 = all).
+LIST_LIMIT = 50
+#: ``klipnote wait`` polls the spool this often (seconds).
+WAIT_POLL_INTERVAL = 0.5
+
+#: Output formats; srt and json are always written.
+OUTPUT_FORMATS = ("srt", "vtt", "txt", "tsv", "json")
+ALWAYS_WRITTEN_FORMATS = ("srt", "json")

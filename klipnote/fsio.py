@@ -1,0 +1,88 @@
+"""Crash-safe file primitives: write to a temp name beside the target, fsync, ``os.replace``.
+
+Every file a reader may look at (manifest, status, outputs) goes through here, so a reader sees
+either the old content or the new, never half of either, even across power loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+_COPY_CHUNK = 1024 * 1024
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or create inside ``path`` durable (POSIX needs the directory fsynced)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temp_name(target: Path) -> Path:
+    """A hidden, unique sibling of ``target``: same directory, so ``os.replace`` is atomic."""
+    return target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``target`` with ``data`` atomically; on any error no temp file is left behind."""
+    tmp = temp_name(target)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    fsync_dir(target.parent)
+
+
+def atomic_write_text(target: Path, text: str, mode: int = 0o600) -> None:
+    atomic_write_bytes(target, text.encode("utf-8"), mode)
+
+
+def atomic_write_json(target: Path, obj: Any, mode: int = 0o600) -> None:
+    atomic_write_text(target, json.dumps(obj, ensure_ascii=False, indent=2) + "\n", mode)
+
+
+def atomic_copy(source: Path, target: Path, mode: int = 0o600) -> None:
+    """Copy ``source`` to ``target`` with the same all-or-nothing promise as the writes above."""
+    tmp = temp_name(target)
+    try:
+        with open(source, "rb") as src, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as dst:
+            shutil.copyfileobj(src, dst, _COPY_CHUNK)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    fsync_dir(target.parent)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """Read a JSON object; raises ``ValueError`` when the file is not one (truncated, garbage)."""
+    with open(path, "rb") as fh:
+        data = json.loads(fh.read().decode("utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, found {type(data).__name__}")
+    return data
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

@@ -1,0 +1,45 @@
+"""Which lane a job enters at submit: the user's choice, or a decision from the language hint.
+
+Routing that needs the audio (auto without a hint) happens later in a whisperx worker; here a
+hint-less auto job goes to the ``auto`` lane, which whisperx workers serve.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from klipnote.job import Lane, Model
+
+#: Language hints that mean Mandarin (compared after lower-casing and ``_`` -> ``-``).
+MANDARIN_HINTS = frozenset({"zh", "zh-cn", "zh-hans", "zh-hant", "zh-tw", "zh-hk", "zh-sg", "cmn", "mandarin"})
+
+
+def normalise_language(hint: str | None) -> str | None:
+    if hint is None:
+        return None
+    value = hint.strip().lower().replace("_", "-")
+    return value or None
+
+
+def is_mandarin(hint: str | None) -> bool:
+    return normalise_language(hint) in MANDARIN_HINTS
+
+
+@dataclass(frozen=True)
+class Route:
+    lane: Lane
+    reason: str
+
+
+def route_at_submit(model: Model, language: str | None) -> Route:
+    """Decide the lane from what is known before any audio is decoded."""
+    if model is Model.BELLE2:
+        return Route(Lane.BELLE2, "model belle2 requested")
+    if model is Model.WHISPERX:
+        return Route(Lane.WHISPERX, "model whisperx requested")
+    hint = normalise_language(language)
+    if hint is None:
+        return Route(Lane.AUTO, "no language hint: the whisperx worker detects the language")
+    if hint in MANDARIN_HINTS:
+        return Route(Lane.BELLE2, f"language hint {hint!r} is Mandarin")
+    return Route(Lane.WHISPERX, f"language hint {hint!r} is not Mandarin")

@@ -1,0 +1,201 @@
+"""From what a user typed (files, folders, ``-``) to jobs in the spool, one outcome per input.
+
+Each file is checked before it can touch the spool: it exists, is a regular readable non-empty
+file within the size limit, ffprobe finds an audio stream, and it is not too long. A rejected
+file gets an outcome with a one-line reason; the others are still submitted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from klipnote import media
+from klipnote.errors import InputRejected, KlipnoteError
+from klipnote.job import InputInfo, JobRequest, JobState, Status
+from klipnote.spool import Spool
+
+STDIN_MARK = "-"
+PROBE_THREADS = 4
+_HASH_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_file_size: int
+    max_duration_hours: float
+
+
+@dataclass
+class Outcome:
+    """What became of one input: a new job, an existing one (``skipped``), or a rejection."""
+
+    input: str
+    status: Status | None = None
+    error: str | None = None
+    skipped: bool = False
+
+    @property
+    def accepted(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        if self.status is None:
+            return {"input": self.input, "error": self.error}
+        data = {
+            "id": self.status.id,
+            "input": self.input,
+            "lane": self.status.lane.value,
+            "state": self.status.state.value,
+        }
+        if self.skipped:
+            data["skipped"] = True
+        return data
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One path to validate; ``from_folder`` ones that hold no audio are passed over, not rejected."""
+
+    text: str
+    path: Path
+    from_folder: bool = False
+
+
+def expand(args: Iterable[str], *, recursive: bool, stdin: Iterable[str] | None) -> Iterator[Candidate]:
+    """Paths in the order given; ``-`` reads one path a line from ``stdin``; folders need ``recursive``."""
+    for arg in args:
+        if arg == STDIN_MARK:
+            for raw in stdin or ():
+                line = raw.rstrip("\r\n")
+                if line:
+                    yield from _expand_one(line, recursive)
+        else:
+            yield from _expand_one(arg, recursive)
+
+
+def _expand_one(text: str, recursive: bool) -> Iterator[Candidate]:
+    path = Path(text)
+    if recursive and path.is_dir():
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(files):
+                if not name.startswith("."):
+                    yield Candidate(str(Path(root) / name), Path(root) / name, from_folder=True)
+    else:
+        yield Candidate(text, path)
+
+
+def validate(path: Path, limits: Limits) -> InputInfo:
+    """Check one file and describe it; raise :class:`InputRejected` with the reason."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InputRejected("no such file") from None
+    except OSError as exc:
+        raise InputRejected(f"cannot look at it: {exc.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputRejected("is a folder: add --recursive to submit the audio and video files inside")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputRejected("not a regular file (a pipe, device or socket cannot be snapshotted)")
+    if st.st_size == 0:
+        raise InputRejected("empty file")
+    if st.st_size > limits.max_file_size:
+        raise InputRejected(
+            f"too large: {_size(st.st_size)}, the limit is {_size(limits.max_file_size)} (MAX_FILE_SIZE)"
+        )
+    try:
+        digest = _sha256(path)
+    except OSError as exc:
+        raise InputRejected(f"cannot read it: {exc.strerror}") from None
+    info = media.probe(path)
+    if info.duration is not None and info.duration > limits.max_duration_hours * 3600:
+        raise InputRejected(
+            f"too long: {_hms(info.duration)}, the limit is {_hms(limits.max_duration_hours * 3600)} "
+            "(MAX_DURATION_HOURS)"
+        )
+    absolute = Path(os.path.abspath(path))
+    return InputInfo(
+        path=str(absolute),
+        name=absolute.name,
+        size=st.st_size,
+        mtime=st.st_mtime,
+        sha256=digest,
+        duration=info.duration,
+        has_video=info.has_video,
+        snapshot=None,
+    )
+
+
+def submit_paths(
+    spool: Spool,
+    candidates: Iterable[Candidate],
+    request: JobRequest,
+    limits: Limits,
+    *,
+    copy: bool = True,
+    skip_existing: bool = False,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Validate (in parallel: ffprobe and hashing wait on I/O) and submit, keeping input order."""
+    outcomes: list[Outcome] = []
+    media.ffprobe_binary()  # one clear error up front instead of one per file
+    with ThreadPoolExecutor(PROBE_THREADS) as pool:
+        checks = pool.map(lambda c: (c, _check(c.path, limits)), candidates)
+        for candidate, checked in checks:
+            if isinstance(checked, InputRejected):
+                if candidate.from_folder and isinstance(checked, media.NotMedia):
+                    continue  # a folder's other files are not the user's mistake
+                outcome = Outcome(candidate.text, error=str(checked))
+            else:
+                outcome = _submit_one(spool, candidate, checked, request, copy, skip_existing)
+            outcomes.append(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
+    return outcomes
+
+
+def _check(path: Path, limits: Limits) -> InputInfo | InputRejected:
+    try:
+        return validate(path, limits)
+    except InputRejected as exc:
+        return exc
+
+
+def _submit_one(
+    spool: Spool, candidate: Candidate, info: InputInfo, request: JobRequest, copy: bool, skip_existing: bool
+) -> Outcome:
+    if not skip_existing:
+        return Outcome(candidate.text, status=spool.submit(info, candidate.path, request, copy=copy))
+    with spool.content_lock(info.sha256):
+        for job_id in spool.jobs_with_content(info.sha256):
+            try:
+                existing = spool.load_status(job_id)
+            except KlipnoteError:  # an unreadable old job must not block a new submit
+                continue
+            if existing.state in (JobState.QUEUED, JobState.RUNNING, JobState.DONE):
+                return Outcome(candidate.text, status=existing, skipped=True)
+        return Outcome(candidate.text, status=spool.submit(info, candidate.path, request, copy=copy))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _size(n: int) -> str:
+    return f"{n / 1024**3:.2f} GiB" if n >= 1024**3 else f"{n / 1024**2:.1f} MiB"
+
+
+def _hms(seconds: float) -> str:
+    hours, rest = divmod(round(seconds), 3600)
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
