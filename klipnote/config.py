@@ -108,8 +108,8 @@ class Setting:
     help: str
 
 
-def _default_spool() -> Path:
-    data_home = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+def _default_spool(env: Mapping[str, str]) -> Path:
+    data_home = env.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
     return Path(data_home) / "klipnote" / "spool"
 
 
@@ -189,10 +189,6 @@ class Settings:
         except KeyError:
             raise AttributeError(name) from None
 
-    @property
-    def spool_path(self) -> Path:
-        return self._values["spool"] or _default_spool()
-
     def as_dict(self) -> dict[str, Any]:
         return dict(self._values)
 
@@ -208,6 +204,7 @@ def load_settings(flags: Mapping[str, Any] | None = None, environ: Mapping[str, 
     """Resolve every setting; ``flags`` holds command-line values (``None`` means not given)."""
     env = os.environ if environ is None else environ
     values = {s.name: s.default for s in SETTINGS}
+    values["spool"] = _default_spool(env)
     sources = {s.name: "default" for s in SETTINGS}
 
     path = config_path(env)

@@ -124,7 +124,7 @@ class Spool:
     @classmethod
     def from_settings(cls, settings: Settings, *, create: bool = True) -> Spool:
         spool = cls(
-            settings.spool_path,
+            settings.spool,
             lease_ttl=settings.lease_ttl,
             max_attempts=settings.max_attempts,
             heartbeat_interval=settings.heartbeat_interval,

@@ -1,0 +1,159 @@
+"""Fast tests of the small pure pieces: ids, settings, routing, atomic files, media probing."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from klipnote import defaults
+from klipnote.config import load_settings, parse_duration, parse_size
+from klipnote.errors import ConfigError, InputRejected, UsageError
+from klipnote.fsio import atomic_write_bytes
+from klipnote.ids import ALPHABET, ID_LENGTH, check_prefix, is_job_id, new_job_id
+from klipnote.job import Lane, Model
+from klipnote.media import NotMedia, probe
+from klipnote.routing import MANDARIN_HINTS, route_at_submit
+
+# ---------------------------------------------------------------------- ids
+
+millis = st.integers(min_value=0, max_value=2**48 - 1)
+
+
+@given(millis, millis)
+def test_ids_sort_in_submit_time_order(a, b):
+    first, second = new_job_id(a), new_job_id(b)
+    assert is_job_id(first) and is_job_id(second)
+    if a < b:
+        assert first < second
+
+
+def test_ids_made_in_the_same_millisecond_differ():
+    assert len({new_job_id(1_700_000_000_000) for _ in range(1000)}) == 1000
+
+
+@given(st.text())
+def test_only_id_characters_pass_as_a_prefix(text):
+    try:
+        prefix = check_prefix(text)
+    except UsageError:
+        return
+    assert set(prefix) <= set(ALPHABET) and 1 <= len(prefix) <= ID_LENGTH
+    assert "/" not in prefix and "." not in prefix
+
+
+# ---------------------------------------------------------------------- settings
+
+
+def write_config(tmp_path, text: str) -> dict[str, str]:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return {"KLIPNOTE_CONFIG": str(path)}
+
+
+def test_defaults_apply_when_nothing_is_set(tmp_path):
+    settings = load_settings(environ={"XDG_DATA_HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)})
+    assert settings.max_file_size == defaults.MAX_FILE_SIZE
+    assert settings.spool == tmp_path / "klipnote" / "spool"
+    assert set(settings.sources.values()) == {"default"}
+
+
+def test_file_then_environment_then_flags_win(tmp_path):
+    env = write_config(tmp_path, 'default_model = "belle2"\nmax_attempts = 5\nspool = "/srv/spool"\n')
+    settings = load_settings(environ=env)
+    assert (settings.default_model, settings.max_attempts) == ("belle2", 5)
+    assert settings.sources["default_model"].startswith("file ")
+
+    env["DEFAULT_TRANSCRIPTION_MODEL"] = "whisperx"
+    settings = load_settings(environ=env)
+    assert settings.default_model == "whisperx"
+    assert settings.sources["default_model"] == "environment DEFAULT_TRANSCRIPTION_MODEL"
+
+    settings = load_settings({"spool": "/flag/spool", "default_model": None}, environ=env)
+    assert str(settings.spool) == "/flag/spool" and settings.sources["spool"] == "flag"
+    assert settings.default_model == "whisperx"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DEFAULT_TRANSCRIPTION_MODEL": "tiny"}, "DEFAULT_TRANSCRIPTION_MODEL.*allowed: auto, belle2, whisperx"),
+        ({"MAX_FILE_SIZE": "lots"}, "MAX_FILE_SIZE.*2GiB"),
+        ({"MAX_DURATION_HOURS": "-1"}, "MAX_DURATION_HOURS.*greater than 0"),
+        ({"KLIPNOTE_MAX_ATTEMPTS": "0"}, "KLIPNOTE_MAX_ATTEMPTS"),
+    ],
+)
+def test_invalid_environment_values_name_the_variable_and_what_is_allowed(env, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ=env)
+
+
+def test_an_unknown_key_or_broken_toml_in_the_config_file_is_reported(tmp_path):
+    with pytest.raises(ConfigError, match="unknown setting 'spoool'"):
+        load_settings(environ=write_config(tmp_path, 'spoool = "/x"\n'))
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(environ=write_config(tmp_path, "spool = \n"))
+
+
+@pytest.mark.parametrize(("text", "size"), [("2GiB", 2 * 1024**3), ("500MB", 500_000_000), ("1234", 1234)])
+def test_sizes_parse_with_units(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30d", 30 * 86400), ("12h", 43200), ("90", 90), ("15m", 900)])
+def test_durations_parse_with_units(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+# ---------------------------------------------------------------------- routing
+
+
+@pytest.mark.parametrize("hint", sorted(MANDARIN_HINTS | {"ZH_CN", "Zh-Hant", " cmn "}))
+def test_every_mandarin_hint_routes_to_belle2(hint):
+    assert route_at_submit(Model.AUTO, hint).lane is Lane.BELLE2
+
+
+@pytest.mark.parametrize(
+    ("model", "hint", "lane"),
+    [
+        (Model.AUTO, None, Lane.AUTO),
+        (Model.AUTO, "de", Lane.WHISPERX),
+        (Model.AUTO, "zh-yue", Lane.WHISPERX),
+        (Model.WHISPERX, "zh", Lane.WHISPERX),
+        (Model.BELLE2, "en", Lane.BELLE2),
+    ],
+)
+def test_forced_models_bypass_routing_and_other_hints_stay_on_whisperx(model, hint, lane):
+    route = route_at_submit(model, hint)
+    assert route.lane is lane and route.reason
+
+
+# ---------------------------------------------------------------------- files and media
+
+
+def test_an_atomic_write_that_fails_midway_keeps_the_old_file_and_no_temp(tmp_path, monkeypatch):
+    target = tmp_path / "status.json"
+    atomic_write_bytes(target, b"old")
+
+    def broken_fsync(fd):
+        raise OSError(5, "I/O error")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["status.json"]
+
+
+def test_probe_reads_real_media_and_rejects_what_is_not(media, corpus, tmp_path):
+    jfk = probe(corpus / "jfk.flac")
+    assert jfk.duration == pytest.approx(11.0, abs=0.1) and not jfk.has_video
+    assert probe(media["mp4"]).has_video
+    with pytest.raises(NotMedia, match="no audio stream"):
+        probe(media["video_only"])
+    text = tmp_path / "notes.mp3"
+    text.write_text("this is not audio\n" * 50)
+    with pytest.raises(InputRejected, match="not a readable audio or video file"):
+        probe(text)
