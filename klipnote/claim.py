@@ -179,7 +179,9 @@ class Claim:
 
     @property
     def lost(self) -> bool:
-        return self._lost.is_set() or not self._ticket_path.exists()
+        # Once closed (handed back, finished) this object speaks for no claim, even if a new one of
+        # the same attempt number now holds the same ticket name.
+        return self._closed or self._lost.is_set() or not self._ticket_path.exists()
 
     def check(self) -> None:
         """Raise :class:`ClaimLost` if the job is no longer ours; cheap enough to call often."""
@@ -239,7 +241,7 @@ class Claim:
 
     def _verify_owned(self) -> None:
         """Under the state lock: this claim's ticket is still in claimed/ and the job runs as ours."""
-        if not self._ticket_path.exists():
+        if self.lost:
             self._lost.set()
             raise ClaimLost(self._lost_reason())
         current = self.spool.load_status(self.job_id)

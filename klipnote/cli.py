@@ -228,7 +228,10 @@ def status(ctx: typer.Context, ids: IdsArg, json_out: JsonFlag = False) -> None:
     statuses, code = _resolve_all(spool, ids)
     if json_out:
         data = [s.to_dict() for s in statuses]
-        render.print_json(data[0] if len(ids) == 1 and data else data)
+        if len(ids) > 1:
+            render.print_json(data)
+        elif data:
+            render.print_json(data[0])
     elif len(statuses) == 1:
         render.status_detail(statuses[0])
     elif statuses:
@@ -354,14 +357,14 @@ def wait_cmd(
     json_out: JsonFlag = False,
 ) -> None:
     """Wait until the jobs end. Exit 0 if all are done, 1 if any failed or was canceled, 124 on timeout."""
-    spool = _session(ctx).spool()
-    found, code = _resolve_all(spool, ids)
-    if code:
-        raise typer.Exit(code)
     try:
         limit = parse_duration(timeout) if timeout is not None else None
     except ValueError as exc:
         raise UsageError(f"--timeout {timeout!r}: {exc}") from None
+    spool = _session(ctx).spool()
+    found, code = _resolve_all(spool, ids)
+    if code:
+        raise typer.Exit(code)
     statuses = _wait(spool, [s.id for s in found], timeout=limit, show=not json_out)
     if json_out:
         render.print_json([s.to_dict() for s in statuses.values()])

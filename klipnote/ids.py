@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import threading
 import time
 
 from klipnote.errors import UsageError
@@ -30,10 +31,25 @@ def _encode(value: int, width: int) -> str:
     return "".join(reversed(chars))
 
 
+_last: tuple[int, int] = (-1, 0)
+_last_lock = threading.Lock()
+
+
 def new_job_id(now_ms: int | None = None) -> str:
-    """A fresh id for a job submitted at ``now_ms`` (default: now)."""
+    """A fresh id for a job submitted at ``now_ms`` (default: now).
+
+    Within one process, ids made in the same millisecond still sort in the order they were
+    made: the random part of the later one is the earlier one's plus one (as ULIDs do).
+    """
+    global _last  # noqa: PLW0603 - the per-process monotonic counter
     millis = int(time.time() * 1000) if now_ms is None else now_ms
-    return _encode(millis, TIME_CHARS) + _encode(secrets.randbits(5 * RANDOM_CHARS), RANDOM_CHARS)
+    with _last_lock:
+        if millis == _last[0] and _last[1] + 1 < 32**RANDOM_CHARS:
+            randomness = _last[1] + 1
+        else:
+            randomness = secrets.randbits(5 * RANDOM_CHARS - 1)  # leave room to count up
+        _last = (millis, randomness)
+    return _encode(millis, TIME_CHARS) + _encode(randomness, RANDOM_CHARS)
 
 
 def is_job_id(text: str) -> bool:

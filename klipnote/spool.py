@@ -411,9 +411,19 @@ class Spool:
     @contextlib.contextmanager
     def content_lock(self, sha256: str) -> Iterator[None]:
         """Serialise check-then-submit of one content hash across concurrent cron runs."""
+        from filelock import Timeout
+
         lock = self._lock(self.index / f".{sha256}.lock", timeout=defaults.STATE_LOCK_TIMEOUT)
-        with lock:
+        try:
+            with self.io("checking for an existing job"):
+                lock.acquire()
+        except Timeout:
+            raise SpoolError(f"another submit held the lock on this content for {defaults.STATE_LOCK_TIMEOUT:.0f} s; "
+                             "try again") from None
+        try:
             yield
+        finally:
+            lock.release()
 
     # ------------------------------------------------------------------ user actions
 

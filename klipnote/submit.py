@@ -93,7 +93,15 @@ def _expand_one(text: str, recursive: bool) -> Iterator[Candidate]:
 
 
 def validate(path: Path, limits: Limits) -> InputInfo:
-    """Check one file and describe it; raise :class:`InputRejected` with the reason."""
+    """Check one file and describe it; raise :class:`InputRejected` with the reason.
+
+    Cheap checks first, hashing last. What cannot be media at all raises
+    :class:`~klipnote.media.NotMedia`, so that a folder walk passes it over.
+    """
+    try:
+        os.fsencode(str(path)).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputRejected("its name is not valid UTF-8: rename the file") from None
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -103,23 +111,27 @@ def validate(path: Path, limits: Limits) -> InputInfo:
     if stat.S_ISDIR(st.st_mode):
         raise InputRejected("is a folder: add --recursive to submit the audio and video files inside")
     if not stat.S_ISREG(st.st_mode):
-        raise InputRejected("not a regular file (a pipe, device or socket cannot be snapshotted)")
+        raise media.NotMedia("not a regular file (a pipe, device or socket cannot be snapshotted)")
     if st.st_size == 0:
-        raise InputRejected("empty file")
+        raise media.NotMedia("empty file")
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except OSError as exc:
+        raise InputRejected(f"cannot read it: {exc.strerror}") from None
+    info = media.probe(path)
     if st.st_size > limits.max_file_size:
         raise InputRejected(
             f"too large: {_size(st.st_size)}, the limit is {_size(limits.max_file_size)} (MAX_FILE_SIZE)"
         )
-    try:
-        digest = _sha256(path)
-    except OSError as exc:
-        raise InputRejected(f"cannot read it: {exc.strerror}") from None
-    info = media.probe(path)
     if info.duration is not None and info.duration > limits.max_duration_hours * 3600:
         raise InputRejected(
             f"too long: {_hms(info.duration)}, the limit is {_hms(limits.max_duration_hours * 3600)} "
             "(MAX_DURATION_HOURS)"
         )
+    try:
+        digest = _sha256(path)
+    except OSError as exc:
+        raise InputRejected(f"cannot read it: {exc.strerror}") from None
     absolute = Path(os.path.abspath(path))
     return InputInfo(
         path=str(absolute),
@@ -192,10 +204,17 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _size(n: int) -> str:
-    return f"{n / 1024**3:.2f} GiB" if n >= 1024**3 else f"{n / 1024**2:.1f} MiB"
+def _size(n: float) -> str:
+    """``1.50 GiB``, ``12.0 MiB``, ``844 bytes``: precise enough to compare a file with its limit."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{int(n)} bytes"
 
 
 def _hms(seconds: float) -> str:
+    """``2 h 05 min``, ``3 min 20 s``, ``0.36 s``."""
+    if seconds < 60:
+        return f"{seconds:.2f} s"
     hours, rest = divmod(round(seconds), 3600)
     return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
