@@ -128,6 +128,8 @@ def submit(
             help="Higher runs first; jobs of equal priority run oldest first.",
         ),
     ] = defaults.PRIORITY_DEFAULT,
+    diarize: Annotated[bool, typer.Option(
+        "--diarize", help="Label speakers (whisperx; needs a diarization model, see README).")] = False,
     skip_existing: Annotated[
         bool,
         typer.Option(
@@ -166,6 +168,7 @@ def submit(
         output_dir=str(output_dir) if output_dir else None,
         next_to_input=next_to_input,
         priority=priority,
+        options={"diarize": True} if diarize else {},
     )
     spool = session.spool(create=True)
     limits = Limits(settings.max_file_size, settings.max_duration_hours)
@@ -428,6 +431,51 @@ def gc(
         return
     verb = "would remove" if dry_run else "removed"
     render.console().print(f"{verb} {len(removed)} item(s)" + "".join(f"\n  {r}" for r in removed))
+
+
+# ---------------------------------------------------------------------- worker
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    model: Annotated[Model, typer.Option(
+        help="Which engine this worker runs: whisperx (serves lanes whisperx and auto) or belle2.")],
+    device: Annotated[Optional[str], typer.Option(
+        help="auto, cuda or cpu. Default: WHISPER_DEVICE, else auto (cuda when torch sees a GPU).")] = None,
+    gpu: Annotated[Optional[int], typer.Option(min=0, help="Use only this GPU (sets CUDA_VISIBLE_DEVICES).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        min=1, help="Audio windows decoded together; halved automatically on out-of-memory.")] = None,
+    whisper_model: Annotated[Optional[str], typer.Option(
+        help="whisperx model: a name, a local CTranslate2 folder, or base-offline. Default: WHISPER_MODEL.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Run one job, then exit.")] = False,
+    drain: Annotated[bool, typer.Option("--drain", help="Exit 0 once the lanes are empty (for cron).")] = False,
+    max_jobs: Annotated[Optional[int], typer.Option(min=1, help="Exit after this many jobs.")] = None,
+    idle_exit: Annotated[Optional[float], typer.Option(
+        min=0, metavar="SECONDS", help="Exit after this long without a job.")] = None,
+    grace: Annotated[float, typer.Option(
+        min=0, metavar="SECONDS", help="On SIGTERM/SIGINT, let the current job run this long before handing "
+        "it back to the queue.")] = defaults.STOP_GRACE,
+    name: Annotated[Optional[str], typer.Option(help="Worker id (default: MODEL-HOST-PID).")] = None,
+) -> None:
+    """Run a transcription worker: load the model once, then take jobs from the spool one at a time."""
+    from klipnote import engines, envcheck
+    from klipnote.registry import worker_id
+    from klipnote.worker import Worker, WorkerOptions, setup_logging
+
+    if model is Model.AUTO:
+        raise UsageError("a worker runs one engine: --model whisperx or --model belle2")
+    session = _session(ctx)
+    session.flags.update(device=device, whisper_model=whisper_model, batch_size=batch_size)
+    settings = session.settings
+    setup_logging()
+    envcheck.select_gpu(gpu)
+    resolved, details = envcheck.check(model.value, settings.device)
+    engine = engines.create(model, settings, device=resolved)
+    spool = session.spool(create=True)
+    options = WorkerOptions(lanes=engine.lanes, once=once, drain=drain, max_jobs=max_jobs, idle_exit=idle_exit,
+                            grace=grace, device=resolved, details=details)
+    raise typer.Exit(Worker(spool, engine, options, worker_id(model.value, name)).run())
 
 
 def main() -> None:

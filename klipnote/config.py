@@ -82,12 +82,14 @@ def _positive_int(text: Any) -> int:
     return value
 
 
-def _model(text: Any) -> str:
-    value = str(text).strip().lower()
-    allowed = [m.value for m in Model]
-    if value not in allowed:
-        raise ValueError(f"allowed: {', '.join(allowed)}")
-    return value
+def _choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(text: Any) -> str:
+        value = str(text).strip().lower()
+        if value not in allowed:
+            raise ValueError(f"allowed: {', '.join(allowed)}")
+        return value
+
+    return parse
 
 
 def _path(text: Any) -> Path:
@@ -115,55 +117,34 @@ def _default_spool(env: Mapping[str, str]) -> Path:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("spool", _path, None, ("KLIPNOTE_SPOOL",), "spool directory (default $XDG_DATA_HOME/klipnote/spool)"),
-    Setting(
-        "spool_group",
-        _optional_text,
-        None,
-        ("KLIPNOTE_SPOOL_GROUP",),
-        "Unix group that may share the spool (default: private to its owner)",
-    ),
-    Setting(
-        "default_model",
-        _model,
-        defaults.DEFAULT_MODEL,
-        ("DEFAULT_TRANSCRIPTION_MODEL",),
-        "model for jobs submitted without --model: auto, belle2 or whisperx",
-    ),
-    Setting(
-        "max_file_size",
-        parse_size,
-        defaults.MAX_FILE_SIZE,
-        ("MAX_FILE_SIZE",),
-        "largest input accepted, in bytes or with a unit (2GiB)",
-    ),
-    Setting(
-        "max_duration_hours",
-        _positive_float,
-        defaults.MAX_DURATION_HOURS,
-        ("MAX_DURATION_HOURS",),
-        "longest input accepted, in hours",
-    ),
-    Setting(
-        "heartbeat_interval",
-        _positive_float,
-        defaults.HEARTBEAT_INTERVAL,
-        ("KLIPNOTE_HEARTBEAT_INTERVAL",),
-        "seconds between a worker's heartbeats",
-    ),
-    Setting(
-        "lease_ttl",
-        _positive_float,
-        defaults.LEASE_TTL,
-        ("KLIPNOTE_LEASE_TTL",),
-        "seconds without a heartbeat after which a claim is presumed dead",
-    ),
-    Setting(
-        "max_attempts",
-        _positive_int,
-        defaults.MAX_ATTEMPTS,
-        ("KLIPNOTE_MAX_ATTEMPTS",),
-        "claims a job may use before it fails",
-    ),
+    Setting("spool_group", _optional_text, None, ("KLIPNOTE_SPOOL_GROUP",),
+            "Unix group that may share the spool (default: private to its owner)"),
+    Setting("default_model", _choice(*(m.value for m in Model)), defaults.DEFAULT_MODEL,
+            ("DEFAULT_TRANSCRIPTION_MODEL",), "model for jobs submitted without --model: auto, belle2 or whisperx"),
+    Setting("max_file_size", parse_size, defaults.MAX_FILE_SIZE, ("MAX_FILE_SIZE",),
+            "largest input accepted, in bytes or with a unit (2GiB)"),
+    Setting("max_duration_hours", _positive_float, defaults.MAX_DURATION_HOURS, ("MAX_DURATION_HOURS",),
+            "longest input accepted, in hours"),
+    Setting("whisper_model", str, defaults.WHISPER_MODEL, ("WHISPER_MODEL",),
+            "whisperx model: a name (large-v2), a local CTranslate2 folder, or base-offline"),
+    Setting("device", _choice("auto", "cuda", "cpu"), defaults.DEVICE, ("WHISPER_DEVICE",),
+            "where workers run models: auto, cuda or cpu"),
+    Setting("compute_type", _choice("auto", "float16", "float32", "int8", "int8_float16", "bfloat16"),
+            defaults.COMPUTE_TYPE, ("WHISPER_COMPUTE_TYPE",), "precision of the whisperx model"),
+    Setting("batch_size", _positive_int, defaults.BATCH_SIZE, ("KLIPNOTE_BATCH_SIZE",),
+            "audio windows decoded together"),
+    Setting("align_model", str, defaults.ALIGN_MODEL, ("KLIPNOTE_ALIGN_MODEL",),
+            "wav2vec2 model timing whisperx words: auto (whisperx's choice per language), off, a name or a folder"),
+    Setting("belle2_model", str, defaults.BELLE2_MODEL, ("BELLE2_MODEL_NAME",),
+            "BELLE-2 checkpoint: a hub id or a local folder"),
+    Setting("hf_token", _optional_text, None, ("HF_TOKEN", "HUGGINGFACE_TOKEN"),
+            "Hugging Face token for gated models (diarization)"),
+    Setting("heartbeat_interval", _positive_float, defaults.HEARTBEAT_INTERVAL, ("KLIPNOTE_HEARTBEAT_INTERVAL",),
+            "seconds between a worker's heartbeats"),
+    Setting("lease_ttl", _positive_float, defaults.LEASE_TTL, ("KLIPNOTE_LEASE_TTL",),
+            "seconds without a heartbeat after which a claim is presumed dead"),
+    Setting("max_attempts", _positive_int, defaults.MAX_ATTEMPTS, ("KLIPNOTE_MAX_ATTEMPTS",),
+            "claims a job may use before it fails"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 

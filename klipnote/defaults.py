@@ -40,6 +40,25 @@ LIST_LIMIT = 50
 #: ``klipnote wait`` polls the spool this often (seconds).
 WAIT_POLL_INTERVAL = 0.5
 
+#: Whisper model of the whisperx engine: a name whisperx knows, a local CTranslate2 folder, or an
+#: offline model shipped on PyPI (``base-offline``). Original service name: WHISPER_MODEL.
+WHISPER_MODEL = "large-v2"
+#: ``auto`` picks cuda when torch sees a GPU, else cpu. Original service name: WHISPER_DEVICE.
+DEVICE = "auto"
+#: ``auto`` picks float16 on cuda and int8 on cpu. Original service name: WHISPER_COMPUTE_TYPE.
+COMPUTE_TYPE = "auto"
+#: wav2vec2 model for word alignment: ``auto`` (whisperx's per-language default), ``off``, a name or a
+#: folder. Without one, words are timed by Whisper's own alignment heads.
+ALIGN_MODEL = "auto"
+#: Audio windows decoded together; halved on CUDA out-of-memory down to 1.
+BATCH_SIZE = 16
+#: BELLE-2's checkpoint: a hub id or a local folder. Original service name: BELLE2_MODEL_NAME.
+BELLE2_MODEL = "BELLE-2/Belle-whisper-large-v3-zh"
+#: Seconds a stopping worker lets its current job run on before handing it back.
+STOP_GRACE = 30.0
+#: Seconds between looks at an empty queue.
+WORKER_POLL_INTERVAL = 1.0
+
 #: Output formats; srt and json are always written.
 OUTPUT_FORMATS = ("srt", "vtt", "txt", "tsv", "json")
 ALWAYS_WRITTEN_FORMATS = ("srt", "json")

@@ -29,9 +29,16 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no hub is reachable in CI: fail fast, do not retry
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache per test session for the offline models (assembled once, checksummed)."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
 def corpus() -> Path:
     if not (CORPUS / "jfk.flac").exists():
         pytest.fail(f"speech corpus not found at {CORPUS}; set KLIPNOTE_CORPUS to ../shared/corpus")

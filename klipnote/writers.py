@@ -1,0 +1,74 @@
+"""Output files from a transcript: SRT, WebVTT, plain text, TSV and the full JSON result.
+
+Each writer is a pure function returning text; the worker writes the files atomically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from klipnote.job import OutputFormat, output_name
+from klipnote.subtitles import Cue, cues_from_segments
+from klipnote.transcript import Transcript
+
+
+def timestamp(seconds: float, decimal: str) -> str:
+    """``HH:MM:SS,mmm`` (SRT, ``decimal=","``) or ``HH:MM:SS.mmm`` (VTT, ``"."``), rounded to the ms."""
+    millis = max(0, round(seconds * 1000))
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
+
+
+def srt(cues: list[Cue]) -> str:
+    blocks = [
+        f"{n}\n{timestamp(c.start, ',')} --> {timestamp(c.end, ',')}\n{c.display_text}\n"
+        for n, c in enumerate(cues, start=1)
+    ]
+    return "\n".join(blocks)
+
+
+def vtt(cues: list[Cue]) -> str:
+    blocks = [f"{timestamp(c.start, '.')} --> {timestamp(c.end, '.')}\n{c.display_text}\n" for c in cues]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def txt(transcript: Transcript) -> str:
+    lines = [s.text.strip() for s in transcript.segments if s.text.strip()]
+    return "".join(line + "\n" for line in lines)
+
+
+def tsv(transcript: Transcript) -> str:
+    """openai-whisper's layout: integer milliseconds, tabs and newlines in text replaced by spaces."""
+    rows = ["start\tend\ttext"]
+    for s in transcript.segments:
+        text = " ".join(s.text.split())
+        if text:
+            rows.append(f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t{text}")
+    return "\n".join(rows) + "\n"
+
+
+def result_json(transcript: Transcript, cues: list[Cue], metadata: dict[str, Any]) -> str:
+    data = transcript.to_dict()
+    data["cues"] = [{"start": c.start, "end": c.end, "text": c.text, **({"speaker": c.speaker} if c.speaker else {})}
+                    for c in cues]
+    data["metadata"] = metadata
+    return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+
+
+_RENDER: dict[OutputFormat, Callable[[Transcript, list[Cue], dict[str, Any]], str]] = {
+    OutputFormat.SRT: lambda t, cues, m: srt(cues),
+    OutputFormat.VTT: lambda t, cues, m: vtt(cues),
+    OutputFormat.TXT: lambda t, cues, m: txt(t),
+    OutputFormat.TSV: lambda t, cues, m: tsv(t),
+    OutputFormat.JSON: result_json,
+}
+
+
+def render(transcript: Transcript, formats: tuple[OutputFormat, ...], metadata: dict[str, Any]) -> dict[str, str]:
+    """Every requested output, keyed by its file name in the job folder."""
+    cues = cues_from_segments(transcript)
+    return {output_name(fmt): _RENDER[fmt](transcript, cues, metadata) for fmt in formats}

@@ -1,0 +1,83 @@
+"""The real worker daemon (:class:`klipnote.worker.Worker`) around a fast fake engine.
+
+Only the model is faked: decoding (real ffmpeg), claims, heartbeats, signals, status, outputs
+and delivery are the production code. The engine's behaviour is set by environment variables:
+
+- ``FAKE_WORK``: seconds each transcription takes (reported as progress every 50 ms)
+- ``FAKE_FAIL_LANGUAGE``: jobs submitted with this language hint make the engine raise
+- ``FAKE_OOM``: the first N transcriptions raise a CUDA-style out-of-memory error
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from klipnote.engines import JobOptions, Progress
+from klipnote.job import Lane, Stage
+from klipnote.spool import Spool
+from klipnote.transcript import Segment, Transcript, Word, WordTiming
+from klipnote.worker import Worker, WorkerOptions, setup_logging
+
+
+class FakeEngine:
+    name = "fake"
+    lanes = (Lane.WHISPERX, Lane.AUTO)
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.work = float(os.environ.get("FAKE_WORK", "0"))
+        self.fail_language = os.environ.get("FAKE_FAIL_LANGUAGE")
+        self.ooms_left = int(os.environ.get("FAKE_OOM", "0"))
+
+    def load(self) -> None:
+        pass
+
+    def describe(self) -> dict:
+        return {"engine": self.name, "model": "fake", "device": "cpu", "compute_type": "none", "versions": {}}
+
+    def is_out_of_memory(self, exc: BaseException) -> bool:
+        return "out of memory" in str(exc)
+
+    def transcribe(self, audio: np.ndarray, options: JobOptions, progress: Progress) -> Transcript:
+        if self.ooms_left:
+            self.ooms_left -= 1
+            raise RuntimeError(f"CUDA failed with error out of memory (batch size {self.batch_size})")
+        seconds = audio.shape[0] / 16_000
+        if self.fail_language and options.language == self.fail_language:
+            raise RuntimeError("the fake engine was told to fail")
+        deadline = time.monotonic() + self.work
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            progress(Stage.TRANSCRIBING, 100 * (1 - (deadline - time.monotonic()) / self.work))
+        words = [Word("fake", 0.0, seconds / 2, 0.9), Word("words", seconds / 2, seconds, 0.9)]
+        segment = Segment(0.0, seconds, f"fake transcript of {seconds:.2f} s at batch {self.batch_size}", words)
+        return Transcript([segment], options.language or "en", 1.0, WordTiming.CROSS_ATTENTION)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--spool", type=Path, required=True)
+    parser.add_argument("--id", default="fake-worker")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--once", action="store_true")
+    parser.add_argument("--drain", action="store_true")
+    parser.add_argument("--max-jobs", type=int)
+    parser.add_argument("--idle-exit", type=float)
+    parser.add_argument("--grace", type=float, default=30.0)
+    args = parser.parse_args()
+    setup_logging()
+    spool = Spool(args.spool, lease_ttl=5.0, heartbeat_interval=0.2).open()
+    engine = FakeEngine(args.batch_size)
+    options = WorkerOptions(lanes=engine.lanes, once=args.once, drain=args.drain, max_jobs=args.max_jobs,
+                            idle_exit=args.idle_exit, grace=args.grace, poll_interval=0.1)
+    return Worker(spool, engine, options, args.id).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

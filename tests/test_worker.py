@@ -1,0 +1,216 @@
+"""The worker daemon in real processes (real ffmpeg, real spool, real signals) with a fake engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from klipnote.job import JobRequest, JobState, Model, OutputFormat
+from klipnote.registry import Registry, WorkerState
+from klipnote.spool import Spool
+from klipnote.submit import Limits, expand, submit_paths
+
+FAKE = Path(__file__).with_name("fake_engine_worker.py")
+LIMITS = Limits(max_file_size=2**31, max_duration_hours=2.0)
+
+
+def submit(spool: Spool, *paths: Path, **request) -> list[str]:
+    """Submit through the real validation (ffprobe, hashing), in this process."""
+    outcomes = submit_paths(spool, expand([str(p) for p in paths], recursive=False, stdin=None),
+                            JobRequest(model=Model.WHISPERX, **request), LIMITS)
+    assert all(o.accepted for o in outcomes), [o.error for o in outcomes]
+    return [o.status.id for o in outcomes]
+
+
+def run_worker(spool_dir: Path, *args: str, env: dict[str, str] | None = None,
+               timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(FAKE), "--spool", str(spool_dir), *args], capture_output=True,
+                          text=True, timeout=timeout, env={**_base_env(), **(env or {})}, check=False)
+
+
+def start_worker(spool_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(FAKE), "--spool", str(spool_dir), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**_base_env(), **(env or {})})
+
+
+def _base_env() -> dict[str, str]:
+    return dict(os.environ)
+
+
+def states(spool: Spool, ids: list[str]) -> list[JobState]:
+    return [spool.load_status(job_id).state for job_id in ids]
+
+
+def wait_until(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def record(spool: Spool, worker_id: str = "fake-worker"):
+    (found,) = [r for r in Registry(spool).records() if r.id == worker_id]
+    return found
+
+
+# ---------------------------------------------------------------------- lifecycle options
+
+
+def test_drain_runs_every_job_then_exits_and_says_so(spool, spool_dir, media):
+    ids = submit(spool, media["wav"], media["mp3"], media["mp4"], formats=(OutputFormat.SRT, OutputFormat.JSON,
+                                                                             OutputFormat.VTT))
+    proc = run_worker(spool_dir, "--drain")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("klipnote worker fake-worker ready: model fake")
+    assert states(spool, ids) == [JobState.DONE] * 3
+    for job_id in ids:
+        status = spool.load_status(job_id)
+        assert sorted(status.outputs) == ["transcript.json", "transcript.srt", "transcript.vtt"]
+        assert status.engine == "fake" and set(status.timings) >= {"decode", "transcribe", "total"}
+        result = json.loads((spool.job_dir(job_id) / "transcript.json").read_text())
+        assert result["metadata"]["attempt"] == 1 and result["metadata"]["word_timestamps"]
+        assert result["segments"][0]["words"]
+        log = (spool.job_dir(job_id) / "worker.log").read_text()
+        assert "claimed" in log and "done in" in log
+    finished = record(spool)
+    assert (finished.state, finished.jobs_done, finished.jobs_failed) == (WorkerState.STOPPED, 3, 0)
+
+
+def test_the_decoded_audio_reaches_the_engine_at_16_khz(spool, spool_dir, corpus):
+    (job_id,) = submit(spool, corpus / "jfk.flac")  # 44.1 kHz stereo FLAC, 11.0 s
+    assert run_worker(spool_dir, "--drain").returncode == 0
+    result = json.loads((spool.job_dir(job_id) / "transcript.json").read_text())
+    assert result["segments"][0]["text"].startswith("fake transcript of 11.0")
+
+
+def test_once_runs_one_job_and_max_jobs_that_many(spool, spool_dir, media):
+    ids = submit(spool, media["wav"], media["wav"], media["wav"])
+    assert run_worker(spool_dir, "--once").returncode == 0
+    assert states(spool, ids) == [JobState.DONE, JobState.QUEUED, JobState.QUEUED]
+    assert run_worker(spool_dir, "--max-jobs", "2").returncode == 0
+    assert states(spool, ids) == [JobState.DONE] * 3
+
+
+def test_idle_exit_leaves_an_empty_spool_alone(spool, spool_dir):
+    proc = run_worker(spool_dir, "--idle-exit", "0.3")
+    assert proc.returncode == 0 and "idle for" in proc.stderr
+    assert record(spool).state is WorkerState.STOPPED
+
+
+# ---------------------------------------------------------------------- failures stay with their job
+
+
+def test_a_corrupt_input_fails_alone_and_the_worker_goes_on(spool, spool_dir, media):
+    broken, fine = submit(spool, media["wav"], media["mp3"])
+    snapshot = spool.job_dir(broken) / "input.wav"
+    snapshot.unlink()  # the snapshot is a hard link: replace it rather than damage the original
+    snapshot.write_bytes(b"RIFF" + b"\x00" * 2000)
+    assert run_worker(spool_dir, "--drain").returncode == 0
+    failed = spool.load_status(broken)
+    assert failed.state is JobState.FAILED and "ffmpeg could not decode" in failed.error
+    assert spool.load_status(fine).state is JobState.DONE
+    assert (record(spool).jobs_done, record(spool).jobs_failed) == (1, 1)
+
+
+def test_an_engine_error_fails_its_job_with_the_reason_and_a_traceback_in_its_log(spool, spool_dir, media):
+    bad, good = submit(spool, media["wav"], language="xx-fail"), submit(spool, media["wav"])
+    assert run_worker(spool_dir, "--drain", env={"FAKE_FAIL_LANGUAGE": "xx-fail"}).returncode == 0
+    failed = spool.load_status(bad[0])
+    assert failed.state is JobState.FAILED
+    assert failed.error == "fake engine error: RuntimeError: the fake engine was told to fail"
+    assert "Traceback" in (spool.job_dir(bad[0]) / "worker.log").read_text()
+    assert spool.load_status(good[0]).state is JobState.DONE
+
+
+def test_out_of_memory_is_retried_with_a_smaller_batch(spool, spool_dir, media):
+    (job_id,) = submit(spool, media["wav"])
+    assert run_worker(spool_dir, "--drain", "--batch-size", "8", env={"FAKE_OOM": "2"}).returncode == 0
+    assert spool.load_status(job_id).state is JobState.DONE
+    result = json.loads((spool.job_dir(job_id) / "transcript.json").read_text())
+    assert result["metadata"]["batch_size"] == 2
+    log = (spool.job_dir(job_id) / "worker.log").read_text()
+    assert "retrying with batch size 4" in log and "retrying with batch size 2" in log
+
+
+def test_out_of_memory_at_batch_size_one_fails_with_advice(spool, spool_dir, media):
+    (job_id,) = submit(spool, media["wav"])
+    assert run_worker(spool_dir, "--drain", "--batch-size", "1", env={"FAKE_OOM": "5"}).returncode == 0
+    assert "out of GPU memory even with batch size 1" in spool.load_status(job_id).error
+
+
+def test_an_input_changed_after_a_no_copy_submit_fails_clearly(spool, spool_dir, media, tmp_path):
+    original = tmp_path / "meeting.wav"
+    shutil.copy(media["wav"], original)
+    outcomes = submit_paths(spool, expand([str(original)], recursive=False, stdin=None),
+                            JobRequest(model=Model.WHISPERX), LIMITS, copy=False)
+    job_id = outcomes[0].status.id
+    assert not any(spool.job_dir(job_id).glob("input*"))
+    original.write_bytes(original.read_bytes() + b"\x00" * 100)
+    assert run_worker(spool_dir, "--drain").returncode == 0
+    assert "changed after it was submitted with --no-copy" in spool.load_status(job_id).error
+
+
+# ---------------------------------------------------------------------- delivery
+
+
+def test_outputs_are_copied_to_the_output_dir_and_next_to_the_input(spool, spool_dir, media, tmp_path):
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    talk = inbox / "weekly sync.mp3"
+    shutil.copy(media["mp3"], talk)
+    (job_id,) = submit(spool, talk, output_dir=str(out), next_to_input=True,
+                       formats=(OutputFormat.SRT, OutputFormat.JSON, OutputFormat.TXT))
+    assert run_worker(spool_dir, "--drain").returncode == 0
+    for folder in (out, inbox):
+        for fmt in ("srt", "json", "txt"):
+            copy = folder / f"weekly sync.{fmt}"
+            assert copy.read_bytes() == (spool.job_dir(job_id) / f"transcript.{fmt}").read_bytes()
+
+
+def test_a_delivery_that_cannot_be_written_is_reported_and_the_job_still_done(spool, spool_dir, media, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the output folder should be")
+    (job_id,) = submit(spool, media["wav"], output_dir=str(blocker / "sub"))
+    assert run_worker(spool_dir, "--drain").returncode == 0
+    status = spool.load_status(job_id)
+    assert status.state is JobState.DONE and "could not copy outputs to" in status.message
+
+
+# ---------------------------------------------------------------------- signals
+
+
+@pytest.mark.slow
+def test_sigterm_past_the_grace_period_hands_the_job_back(spool, spool_dir, media):
+    (job_id,) = submit(spool, media["wav"])
+    worker = start_worker(spool_dir, "--grace", "0", env={"FAKE_WORK": "30"})
+    wait_until(lambda: spool.load_status(job_id).state is JobState.RUNNING)
+    wait_until(lambda: record(spool).state is WorkerState.BUSY)
+    assert record(spool).current_job == job_id
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    status = spool.load_status(job_id)
+    assert (status.state, status.attempt, status.worker) == (JobState.QUEUED, 0, None)
+    assert "was stopped before the job finished" in status.message
+    assert record(spool).state is WorkerState.STOPPED
+    assert not any(spool.job_dir(job_id).glob("transcript.*"))
+    assert run_worker(spool_dir, "--drain").returncode == 0  # the next worker finishes it as attempt 1
+    assert (spool.load_status(job_id).state, spool.load_status(job_id).attempt) == (JobState.DONE, 1)
+
+
+@pytest.mark.slow
+def test_sigterm_within_the_grace_period_lets_the_job_finish(spool, spool_dir, media):
+    first, second = submit(spool, media["wav"], media["wav"])
+    worker = start_worker(spool_dir, "--grace", "30", env={"FAKE_WORK": "1.5"})
+    wait_until(lambda: spool.load_status(first).state is JobState.RUNNING)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    assert spool.load_status(first).state is JobState.DONE
+    assert spool.load_status(second).state is JobState.QUEUED, "a stopping worker must not take a new job"
