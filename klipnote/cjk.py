@@ -21,7 +21,8 @@ _CJK_RANGES = (
     (0x20000, 0x3134F),  # extensions B-G
 )
 
-_NO_SPACE_BEFORE = set(",.!?;:%)]}'\"”’、。，！？；：）》」』】")
+_NO_SPACE_BEFORE = set(",.!?;:%)]}”’、。，！？；：）》」』】")
+_HANGUL = ((0x1100, 0x11FF), (0x3130, 0x318F), (0xAC00, 0xD7AF))
 _NO_SPACE_AFTER = set("([{“‘（《「『【")
 
 
@@ -34,6 +35,12 @@ def has_cjk(text: str) -> bool:
     return any(is_cjk(c) for c in text)
 
 
+def _unspaced(char: str) -> bool:
+    """Scripts written without spaces between words: Chinese and Japanese (Korean uses spaces)."""
+    code = ord(char)
+    return is_cjk(char) and not any(lo <= code <= hi for lo, hi in _HANGUL)
+
+
 def join(parts: Iterable[str]) -> str:
     """Join text pieces (words, segments, lines) the way each script expects."""
     out = ""
@@ -41,7 +48,7 @@ def join(parts: Iterable[str]) -> str:
         piece = raw.strip()
         if not piece:
             continue
-        if out and not (is_cjk(out[-1]) and is_cjk(piece[0])) and piece[0] not in _NO_SPACE_BEFORE \
+        if out and not (_unspaced(out[-1]) and _unspaced(piece[0])) and piece[0] not in _NO_SPACE_BEFORE \
                 and out[-1] not in _NO_SPACE_AFTER:
             out += " "
         out += piece

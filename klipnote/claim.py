@@ -201,18 +201,21 @@ class Claim:
     # ------------------------------------------------------------------ inputs and reporting
 
     def input_path(self) -> Path:
-        """The file to decode: the snapshot, or (``--no-copy``) the original if it has not changed."""
+        """The file to decode, if it is still the file that was submitted (same size and mtime).
+
+        A snapshot is usually a hard link, so a program that rewrites the original in place
+        (``ffmpeg -y``) rewrites the snapshot too; with ``--no-copy`` the original is all there is.
+        """
         info = self.manifest.input
-        if info.snapshot:
-            return self.job_dir / info.snapshot
-        original = Path(info.path)
+        path = self.job_dir / info.snapshot if info.snapshot else Path(info.path)
+        how = "its snapshot is a hard link to the original" if info.snapshot else "it was submitted with --no-copy"
         try:
-            st = original.stat()
+            st = path.stat()
         except OSError as exc:
-            raise KlipnoteError(f"input {original} is gone ({exc.strerror}); it was submitted with --no-copy") from None
+            raise KlipnoteError(f"input {info.name} is gone ({exc.strerror}); {how}") from None
         if st.st_size != info.size or abs(st.st_mtime - info.mtime) > 1e-3:
-            raise KlipnoteError(f"input {original} changed after it was submitted with --no-copy; submit it again")
-        return original
+            raise KlipnoteError(f"input {info.name} was changed after it was submitted ({how}); submit it again")
+        return path
 
     def progress(self, stage: Stage, percent: float, message: str | None = None) -> None:
         """Report what the job is doing; writes are spaced out, stage changes always written."""

@@ -469,13 +469,14 @@ def worker(
     session.flags.update(device=device, whisper_model=whisper_model, batch_size=batch_size)
     settings = session.settings
     setup_logging()
+    ready_line_out, sys.stdout = sys.stdout, sys.stderr  # stdout carries the ready line only; libraries print
     envcheck.select_gpu(gpu)
     resolved, details = envcheck.check(model.value, settings.device)
     engine = engines.create(model, settings, device=resolved)
     spool = session.spool(create=True)
     options = WorkerOptions(lanes=engine.lanes, once=once, drain=drain, max_jobs=max_jobs, idle_exit=idle_exit,
                             grace=grace, device=resolved, details=details)
-    raise typer.Exit(Worker(spool, engine, options, worker_id(model.value, name)).run())
+    raise typer.Exit(Worker(spool, engine, options, worker_id(model.value, name), out=ready_line_out).run())
 
 
 def main() -> None:

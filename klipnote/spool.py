@@ -397,6 +397,8 @@ class Spool:
                 shutil.copyfileobj(src, dst, 1024 * 1024)
                 dst.flush()
                 os.fsync(dst.fileno())
+                st = os.fstat(src.fileno())
+            os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # so a worker can tell it is unchanged
 
     def _create_empty(self, path: Path) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode))

@@ -25,7 +25,7 @@ class Cue:
 
 def cues_from_segments(transcript: Transcript) -> list[Cue]:
     """One cue per segment: the engine's own segmentation."""
-    return ordered(Cue(s.start, s.end, s.text.strip(), s.speaker) for s in transcript.segments)
+    return ordered(Cue(s.start, s.end, " ".join(s.text.split()), s.speaker or None) for s in transcript.segments)
 
 
 def ordered(cues: Iterable[Cue]) -> list[Cue]:

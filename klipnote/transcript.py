@@ -46,14 +46,14 @@ class Transcript:
 
     @property
     def text(self) -> str:
-        return cjk.join(s.text for s in self.segments)
+        return cjk.join(" ".join(s.text.split()) for s in self.segments)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape of the result, less ``metadata`` (added by the worker)."""
         segments = []
         for segment in self.segments:
             data = asdict(segment)
-            if segment.speaker is None:
+            if not segment.speaker:
                 del data["speaker"]
             segments.append(data)
         return {

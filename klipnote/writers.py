@@ -6,6 +6,7 @@ Each writer is a pure function returning text; the worker writes the files atomi
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -16,11 +17,16 @@ from klipnote.transcript import Transcript
 
 def timestamp(seconds: float, decimal: str) -> str:
     """``HH:MM:SS,mmm`` (SRT, ``decimal=","``) or ``HH:MM:SS.mmm`` (VTT, ``"."``), rounded to the ms."""
-    millis = max(0, round(seconds * 1000))
+    millis = max(0, math.floor(seconds * 1000 + 0.5))  # half up: round() would send ties to even
     hours, millis = divmod(millis, 3_600_000)
     minutes, millis = divmod(millis, 60_000)
     secs, millis = divmod(millis, 1000)
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal}{millis:03d}"
+
+
+def flat(text: str) -> str:
+    """One line, spacing otherwise as the model wrote it: a blank line would end an SRT/VTT cue early."""
+    return " ".join(text.split())
 
 
 def srt(cues: list[Cue]) -> str:
@@ -32,12 +38,13 @@ def srt(cues: list[Cue]) -> str:
 
 
 def vtt(cues: list[Cue]) -> str:
-    blocks = [f"{timestamp(c.start, '.')} --> {timestamp(c.end, '.')}\n{c.display_text}\n" for c in cues]
+    blocks = [f"{timestamp(c.start, '.')} --> {timestamp(c.end, '.')}\n{c.display_text.replace('-->', '->')}\n"
+              for c in cues]
     return "WEBVTT\n\n" + "\n".join(blocks)
 
 
 def txt(transcript: Transcript) -> str:
-    lines = [s.text.strip() for s in transcript.segments if s.text.strip()]
+    lines = [flat(s.text) for s in transcript.segments if s.text.strip()]
     return "".join(line + "\n" for line in lines)
 
 
@@ -45,9 +52,9 @@ def tsv(transcript: Transcript) -> str:
     """openai-whisper's layout: integer milliseconds, tabs and newlines in text replaced by spaces."""
     rows = ["start\tend\ttext"]
     for s in transcript.segments:
-        text = " ".join(s.text.split())
+        text = flat(s.text)
         if text:
-            rows.append(f"{round(s.start * 1000)}\t{round(s.end * 1000)}\t{text}")
+            rows.append(f"{math.floor(s.start * 1000 + 0.5)}\t{math.floor(s.end * 1000 + 0.5)}\t{text}")
     return "\n".join(rows) + "\n"
 
 

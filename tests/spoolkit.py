@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -51,3 +52,12 @@ def wait_for_event(log: Path, event: str, timeout: float = 30.0) -> list[str]:
                 return fields
         time.sleep(0.02)
     raise AssertionError(f"no {event!r} in {log} after {timeout} s: {events(log)}")
+
+
+def damage(path: Path) -> None:
+    """Bit rot: same size and mtime, garbage content (so only decoding can notice)."""
+    st = path.stat()
+    fresh = path.with_name(path.name + ".rot")
+    fresh.write_bytes(b"RIFF" + os.urandom(st.st_size - 4))
+    os.replace(fresh, path)  # a new inode: the original the snapshot was linked from stays intact
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))

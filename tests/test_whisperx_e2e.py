@@ -23,6 +23,7 @@ from klipnote.errors import KlipnoteError
 from klipnote.models import OFFLINE_MODELS, OfflineModel, assemble
 
 from .conftest import ffmpeg
+from .spoolkit import damage
 from .textmetrics import wer
 
 pytestmark = pytest.mark.slow
@@ -66,8 +67,7 @@ def run(corpus: Path, env: dict[str, str], tmp_path_factory: pytest.TempPathFact
         ids[name] = json.loads(done.stdout)[0]["id"]
     diarize = cli(spool, "submit", "--json", "--diarize", str(corpus / "multitalker-2spk-mix.wav"), env=env)
     ids["diarize"] = json.loads(diarize.stdout)[0]["id"]
-    snapshot = spool / "jobs" / ids["corrupt"] / "input.wav"
-    snapshot.write_bytes(b"RIFF" + os.urandom(4000))  # a copy (another filesystem) or our own link: damage it
+    damage(spool / "jobs" / ids["corrupt"] / "input.wav")
 
     worker = cli(spool, *WORKER, "--drain", env=env)
     assert worker.returncode == 0, worker.stderr[-3000:]

@@ -18,6 +18,8 @@ from klipnote.registry import Registry, WorkerState
 from klipnote.spool import Spool
 from klipnote.submit import Limits, expand, submit_paths
 
+from .spoolkit import damage
+
 FAKE = Path(__file__).with_name("fake_engine_worker.py")
 LIMITS = Limits(max_file_size=2**31, max_duration_hours=2.0)
 
@@ -110,9 +112,7 @@ def test_idle_exit_leaves_an_empty_spool_alone(spool, spool_dir):
 
 def test_a_corrupt_input_fails_alone_and_the_worker_goes_on(spool, spool_dir, media):
     broken, fine = submit(spool, media["wav"], media["mp3"])
-    snapshot = spool.job_dir(broken) / "input.wav"
-    snapshot.unlink()  # the snapshot is a hard link: replace it rather than damage the original
-    snapshot.write_bytes(b"RIFF" + b"\x00" * 2000)
+    damage(spool.job_dir(broken) / "input.wav")
     assert run_worker(spool_dir, "--drain").returncode == 0
     failed = spool.load_status(broken)
     assert failed.state is JobState.FAILED and "ffmpeg could not decode" in failed.error
@@ -146,6 +146,18 @@ def test_out_of_memory_at_batch_size_one_fails_with_advice(spool, spool_dir, med
     assert "out of GPU memory even with batch size 1" in spool.load_status(job_id).error
 
 
+def test_an_input_rewritten_in_place_after_submit_is_not_transcribed(spool, spool_dir, media, tmp_path):
+    original = tmp_path / "meeting.wav"
+    shutil.copy(media["wav"], original)
+    (job_id,) = submit(spool, original)
+    with open(original, "r+b") as fh:  # in place, like ffmpeg -y: the hard-linked snapshot changes too
+        fh.seek(0, os.SEEK_END)
+        fh.write(b"\x00" * 64)
+    assert run_worker(spool_dir, "--drain").returncode == 0
+    error = spool.load_status(job_id).error
+    assert "was changed after it was submitted (its snapshot is a hard link" in error
+
+
 def test_an_input_changed_after_a_no_copy_submit_fails_clearly(spool, spool_dir, media, tmp_path):
     original = tmp_path / "meeting.wav"
     shutil.copy(media["wav"], original)
@@ -155,7 +167,7 @@ def test_an_input_changed_after_a_no_copy_submit_fails_clearly(spool, spool_dir,
     assert not any(spool.job_dir(job_id).glob("input*"))
     original.write_bytes(original.read_bytes() + b"\x00" * 100)
     assert run_worker(spool_dir, "--drain").returncode == 0
-    assert "changed after it was submitted with --no-copy" in spool.load_status(job_id).error
+    assert "changed after it was submitted (it was submitted with --no-copy)" in spool.load_status(job_id).error
 
 
 # ---------------------------------------------------------------------- delivery

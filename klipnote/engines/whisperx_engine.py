@@ -53,6 +53,7 @@ class WhisperXEngine:
 
     def load(self) -> None:
         os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")  # no telemetry from pyannote.audio 4
+        _quiet_whisperx_logging()
         import whisperx
 
         self.model_path = models.resolve_whisper(self.model_name)
@@ -197,6 +198,13 @@ class WhisperXEngine:
         assigned = whisperx.assign_word_speakers(turns, {"segments": [_segment_to_whisperx(s)
                                                                       for s in transcript.segments]})
         transcript.segments = [_segment_from_whisperx(s) for s in assigned["segments"]]
+
+
+def _quiet_whisperx_logging() -> None:
+    """whisperx logs to stdout, where the worker's ready line is its contract: send it to stderr."""
+    wx_log = logging.getLogger("whisperx")
+    wx_log.handlers[:] = [logging.NullHandler()]  # non-empty, so whisperx does not re-add its own
+    wx_log.propagate = True
 
 
 def whisper_language(hint: str) -> str:
