@@ -137,6 +137,8 @@ SETTINGS: tuple[Setting, ...] = (
             "wav2vec2 model timing whisperx words: auto (whisperx's choice per language), off, a name or a folder"),
     Setting("belle2_model", str, defaults.BELLE2_MODEL, ("BELLE2_MODEL_NAME",),
             "BELLE-2 checkpoint: a hub id or a local folder"),
+    Setting("diarization_model", str, defaults.DIARIZATION_MODEL, ("KLIPNOTE_DIARIZATION_MODEL",),
+            "pyannote pipeline for --diarize: a hub id or a local folder with its config.yaml"),
     Setting("hf_token", _optional_text, None, ("HF_TOKEN", "HUGGINGFACE_TOKEN"),
             "Hugging Face token for gated models (diarization)"),
     Setting("heartbeat_interval", _positive_float, defaults.HEARTBEAT_INTERVAL, ("KLIPNOTE_HEARTBEAT_INTERVAL",),

@@ -50,6 +50,9 @@ COMPUTE_TYPE = "auto"
 #: wav2vec2 model for word alignment: ``auto`` (whisperx's per-language default), ``off``, a name or a
 #: folder. Without one, words are timed by Whisper's own alignment heads.
 ALIGN_MODEL = "auto"
+#: pyannote speaker-diarization pipeline for ``submit --diarize``: a hub id (gated: needs HF_TOKEN)
+#: or a local folder holding the pipeline's config.yaml.
+DIARIZATION_MODEL = "pyannote/speaker-diarization-community-1"
 #: Audio windows decoded together; halved on CUDA out-of-memory down to 1.
 BATCH_SIZE = 16
 #: BELLE-2's checkpoint: a hub id or a local folder. Original service name: BELLE2_MODEL_NAME.

@@ -44,6 +44,7 @@ class WhisperXEngine:
         self.batch_size = batch_size
         self.hf_token = settings.hf_token
         self.align_model = settings.align_model
+        self.diarization_model = settings.diarization_model
         self.model_path: str | None = None
         self._pipeline: Any = None
         self._aligners: dict[str, Any] = {}  # language -> (model, metadata), or the reason it failed
@@ -190,10 +191,13 @@ class WhisperXEngine:
 
         if self._diarizer is None:
             try:
-                self._diarizer = DiarizationPipeline(token=self.hf_token, device=self.device)
+                self._diarizer = DiarizationPipeline(model_name=self.diarization_model, token=self.hf_token,
+                                                     device=self.device)
             except Exception as exc:
-                raise KlipnoteError(f"no diarization model is reachable ({type(exc).__name__}): set HF_TOKEN for "
-                                    "pyannote/speaker-diarization-community-1, or submit without --diarize") from exc
+                raise KlipnoteError(
+                    f"no diarization model is reachable: {self.diarization_model} ({type(exc).__name__}); set HF_TOKEN "
+                    "for a gated hub model, or diarization_model to a local pipeline folder, or submit without "
+                    "--diarize") from exc
         turns = self._diarizer(audio)
         assigned = whisperx.assign_word_speakers(turns, {"segments": [_segment_to_whisperx(s)
                                                                       for s in transcript.segments]})
