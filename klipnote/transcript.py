@@ -26,6 +26,7 @@ class Word:
     start: float
     end: float
     score: float | None = None
+    speaker: str | None = None
 
 
 @dataclass
@@ -55,6 +56,9 @@ class Transcript:
             data = asdict(segment)
             if not segment.speaker:
                 del data["speaker"]
+            for word in data["words"]:
+                if not word["speaker"]:
+                    del word["speaker"]
             segments.append(data)
         return {
             "language": self.language,

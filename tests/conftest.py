@@ -11,16 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from klipnote.config import SETTINGS
 from klipnote.spool import Spool
 
 REPO = Path(__file__).resolve().parents[1]
 CORPUS = Path(os.environ.get("KLIPNOTE_CORPUS", REPO.parent / "shared" / "corpus"))
 
-#: Variables that would let the developer's own setup leak into a test.
-_LEAKY_ENV = (
-    "KLIPNOTE_SPOOL", "KLIPNOTE_SPOOL_GROUP", "KLIPNOTE_CONFIG", "DEFAULT_TRANSCRIPTION_MODEL", "MAX_FILE_SIZE",
-    "MAX_DURATION_HOURS", "KLIPNOTE_LEASE_TTL", "KLIPNOTE_HEARTBEAT_INTERVAL", "KLIPNOTE_MAX_ATTEMPTS",
-)
+#: Variables that would let the developer's own setup leak into a test: every setting's.
+_LEAKY_ENV = ("KLIPNOTE_CONFIG", "KLIPNOTE_MODEL_CACHE", *(var for s in SETTINGS for var in s.env))
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from itertools import pairwise
 
 import pytest
 from hypothesis import given
@@ -16,6 +17,7 @@ from klipnote.ids import ALPHABET, ID_LENGTH, check_prefix, is_job_id, new_job_i
 from klipnote.job import Lane, Model
 from klipnote.media import NotMedia, probe
 from klipnote.routing import MANDARIN_HINTS, route_at_submit
+from klipnote.windows import MAX_WINDOW, Span, pack
 
 # ---------------------------------------------------------------------- ids
 
@@ -157,3 +159,29 @@ def test_probe_reads_real_media_and_rejects_what_is_not(media, corpus, tmp_path)
     text.write_text("this is not audio\n" * 50)
     with pytest.raises(InputRejected, match="not a readable audio or video file"):
         probe(text)
+
+
+# ---------------------------------------------------------------------- decoding windows
+
+spans = st.lists(st.tuples(st.floats(0, 3600), st.floats(0.01, 90)), max_size=40).map(
+    lambda pairs: [Span(start, start + length) for start, length in pairs])
+
+
+@given(spans)
+def test_windows_cover_all_speech_in_order_and_never_exceed_30_s(speech):
+    windows = pack(speech)
+    assert all(0 < w.length <= MAX_WINDOW + 1e-9 for w in windows)
+    assert all(a.end <= b.start for a, b in pairwise(windows))
+    for region in speech:  # every instant of speech lies in some window
+        covered = sorted((max(w.start, region.start), min(w.end, region.end)) for w in windows
+                         if w.end > region.start and w.start < region.end)
+        reach = region.start
+        for lo, hi in covered:
+            assert lo <= reach + 1e-6
+            reach = max(reach, hi)
+        assert reach >= region.end - 1e-6
+
+
+def test_close_regions_share_a_window_and_a_long_one_is_split_evenly():
+    assert pack([Span(0, 5), Span(6, 10), Span(40, 45)]) == [Span(0, 10), Span(40, 45)]
+    assert pack([Span(0, 70)]) == [Span(0, 70 / 3), Span(70 / 3, 140 / 3), Span(140 / 3, 70)]

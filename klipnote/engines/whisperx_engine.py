@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from klipnote import models
+from klipnote import cjk, models
 from klipnote.config import Settings
 from klipnote.engines import JobOptions, Progress
 from klipnote.envcheck import version_of
@@ -190,8 +190,13 @@ class WhisperXEngine:
         from whisperx.diarize import DiarizationPipeline
 
         if self._diarizer is None:
+            looks_like_path = self.diarization_model.startswith(("/", ".", "~"))
+            if looks_like_path and not os.path.isdir(os.path.expanduser(self.diarization_model)):
+                raise KlipnoteError(f"diarization_model {self.diarization_model} is not a folder: point it at a "
+                                    "local pyannote pipeline folder (with config.yaml) or a hub id")
             try:
-                self._diarizer = DiarizationPipeline(model_name=self.diarization_model, token=self.hf_token,
+                self._diarizer = DiarizationPipeline(model_name=os.path.expanduser(self.diarization_model),
+                                                     token=self.hf_token,
                                                      device=self.device)
             except Exception as exc:
                 raise KlipnoteError(
@@ -201,7 +206,8 @@ class WhisperXEngine:
         turns = self._diarizer(audio)
         assigned = whisperx.assign_word_speakers(turns, {"segments": [_segment_to_whisperx(s)
                                                                       for s in transcript.segments]})
-        transcript.segments = [_segment_from_whisperx(s) for s in assigned["segments"]]
+        transcript.segments = [piece for item in assigned["segments"]
+                               for piece in split_by_speaker(_segment_from_whisperx(item))]
 
 
 def _quiet_whisperx_logging() -> None:
@@ -233,10 +239,24 @@ def loudest_windows(audio: np.ndarray, count: int) -> list[int]:
 
 def _segment_from_whisperx(item: dict) -> Segment:
     words = [Word(w["word"], round(float(w["start"]), 3), round(float(w["end"]), 3),
-                  round(float(w["score"]), 3) if w.get("score") is not None else None)
+                  round(float(w["score"]), 3) if w.get("score") is not None else None, w.get("speaker"))
              for w in item.get("words", []) if "start" in w and "end" in w]
     return Segment(round(float(item["start"]), 3), round(float(item["end"]), 3), item["text"].strip(), words,
                    item.get("speaker"))
+
+
+def split_by_speaker(segment: Segment) -> list[Segment]:
+    """One segment per run of words by the same speaker: a 30 s cut often holds a dialogue."""
+    runs: list[list[Word]] = []
+    for word in segment.words:
+        word.speaker = word.speaker or (runs[-1][-1].speaker if runs else segment.speaker)
+        if runs and runs[-1][-1].speaker == word.speaker:
+            runs[-1].append(word)
+        else:
+            runs.append([word])
+    if len(runs) <= 1:
+        return [segment]
+    return [Segment(run[0].start, run[-1].end, cjk.join(w.word for w in run), run, run[0].speaker) for run in runs]
 
 
 def _segment_to_whisperx(segment: Segment) -> dict:
