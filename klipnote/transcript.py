@@ -44,6 +44,7 @@ class Transcript:
     language: str | None
     language_probability: float | None = None
     word_timing: WordTiming = WordTiming.NONE
+    word_timing_note: str | None = None  # why the preferred method was not used
 
     @property
     def text(self) -> str:

@@ -265,6 +265,7 @@ class Worker:
             **self.engine.describe(),
             "batch_size": self.engine.batch_size,
             "word_timestamps": transcript.word_timing.value,
+            "word_timestamps_note": transcript.word_timing_note,
             "routing": claim.status.routing,
             "attempt": claim.attempt,
             "worker": self.record.id,

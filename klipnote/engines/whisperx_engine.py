@@ -97,8 +97,8 @@ class WhisperXEngine:
         )
         raw = [s for s in result["segments"] if s["text"].strip()]
         progress(Stage.ALIGNING, 0.0)
-        segments, timing = self._time_words(audio, raw, language, progress)
-        transcript = Transcript(segments, language, probability, timing)
+        segments, timing, note = self._time_words(audio, raw, language, progress)
+        transcript = Transcript(segments, language, probability, timing, note)
         if options.diarize:
             progress(Stage.ENHANCING, 0.0)
             self._diarize(audio, transcript)
@@ -132,17 +132,25 @@ class WhisperXEngine:
     # ------------------------------------------------------------------ word times
 
     def _time_words(self, audio: np.ndarray, raw: list[dict], language: str,
-                    progress: Progress) -> tuple[list[Segment], WordTiming]:
+                    progress: Progress) -> tuple[list[Segment], WordTiming, str | None]:
+        """Timed words by wav2vec2 alignment if it can run, else by Whisper's heads, and why not."""
         if not raw:
-            return [], WordTiming.NONE
+            return [], WordTiming.NONE, None
         aligner = self._aligner(language)
         if isinstance(aligner, tuple):
             import whisperx
 
-            aligned = whisperx.align(raw, aligner[0], aligner[1], audio, self.device, return_char_alignments=False)
-            return [_segment_from_whisperx(s) for s in aligned["segments"]], WordTiming.ALIGNMENT
+            try:
+                aligned = whisperx.align(raw, aligner[0], aligner[1], audio, self.device,
+                                         return_char_alignments=False)
+                return [_segment_from_whisperx(s) for s in aligned["segments"]], WordTiming.ALIGNMENT, None
+            except Exception as exc:  # e.g. its sentence splitter's data cannot be downloaded
+                if self.is_out_of_memory(exc):
+                    raise
+                aligner = f"whisperx.align failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
         log.info("no wav2vec2 alignment for %s (%s): timing words with Whisper's alignment heads", language, aligner)
-        return self._cross_attention_words(audio, raw, language, progress), WordTiming.CROSS_ATTENTION
+        words = self._cross_attention_words(audio, raw, language, progress)
+        return words, WordTiming.CROSS_ATTENTION, f"no wav2vec2 alignment: {aligner}"
 
     def _aligner(self, language: str) -> tuple[Any, dict] | str:
         """A loaded alignment model for ``language``, or why there is none (cached either way)."""
