@@ -6,6 +6,8 @@ escapes as a traceback.
 
 from __future__ import annotations
 
+import re
+
 
 class KlipnoteError(Exception):
     """Base of every error meant for the user. Exit code 1: the operation failed."""
@@ -37,3 +39,15 @@ class InputRejected(KlipnoteError):
 
 class ClaimLost(KlipnoteError):
     """A worker no longer owns the job it was running (canceled, or its lease expired)."""
+
+
+def summary(exc: BaseException, limit: int = 200) -> str:
+    """``TypeName: first meaningful line`` of an exception from a library, short enough for one line.
+
+    Libraries' messages often start with blank or decorative lines (nltk's boxes of asterisks).
+    """
+    for line in str(exc).splitlines():
+        cleaned = line.strip(" *\t")
+        if re.search(r"\w", cleaned):
+            return f"{type(exc).__name__}: {cleaned[:limit]}"
+    return type(exc).__name__

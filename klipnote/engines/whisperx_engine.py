@@ -18,7 +18,7 @@ from klipnote import cjk, models
 from klipnote.config import Settings
 from klipnote.engines import JobOptions, Progress
 from klipnote.envcheck import version_of
-from klipnote.errors import KlipnoteError
+from klipnote.errors import KlipnoteError, summary
 from klipnote.job import Lane, Stage
 from klipnote.routing import is_mandarin, normalise_language
 from klipnote.transcript import Segment, Transcript, Word, WordTiming
@@ -30,6 +30,9 @@ WINDOW_SECONDS = 30
 #: Windows used to detect the language, chosen among the loudest so silence does not vote.
 DETECTION_WINDOWS = 3
 HOP_LENGTH = 160  # samples per mel frame
+#: Punctuation that belongs to the next / the previous word (faster-whisper's defaults).
+PREPEND_PUNCTUATION = "\"'“¿([{-"
+APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
 
 
 class WhisperXEngine:
@@ -147,7 +150,7 @@ class WhisperXEngine:
             except Exception as exc:  # e.g. its sentence splitter's data cannot be downloaded
                 if self.is_out_of_memory(exc):
                     raise
-                aligner = f"whisperx.align failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                aligner = f"whisperx.align failed: {summary(exc)}"
         log.info("no wav2vec2 alignment for %s (%s): timing words with Whisper's alignment heads", language, aligner)
         words = self._cross_attention_words(audio, raw, language, progress)
         return words, WordTiming.CROSS_ATTENTION, f"no wav2vec2 alignment: {aligner}"
@@ -163,12 +166,13 @@ class WhisperXEngine:
             try:
                 self._aligners[language] = whisperx.load_align_model(language, self.device, model_name=name)
             except Exception as exc:  # no default model, or not reachable offline
-                self._aligners[language] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                self._aligners[language] = summary(exc)
         return self._aligners[language]
 
     def _cross_attention_words(self, audio: np.ndarray, raw: list[dict], language: str,
                                progress: Progress) -> list[Segment]:
         from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import merge_punctuations
         from whisperx.audio import N_SAMPLES, log_mel_spectrogram
 
         whisper = self._whisper
@@ -184,6 +188,7 @@ class WhisperXEngine:
             frames = min(piece.shape[0] // HOP_LENGTH, N_SAMPLES // HOP_LENGTH)
             tokens = tokenizer.encode(" " + text)
             timed = whisper.find_alignment(tokenizer, [tokens], encoded, frames)[0] if frames else []
+            merge_punctuations(timed, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)  # "Americans," is one word
             words = [Word(w["word"].strip(), round(min(end, start + w["start"]), 3),
                           round(min(end, start + w["end"]), 3), round(float(w["probability"]), 3))
                      for w in timed if w["word"].strip()]
