@@ -16,7 +16,7 @@ import typer
 from klipnote import __version__, defaults, render
 from klipnote.config import Settings, load_settings, parse_duration
 from klipnote.errors import KlipnoteError, UsageError
-from klipnote.job import JobRequest, JobState, Lane, Model, OutputFormat, Status, output_name
+from klipnote.job import JobRequest, JobState, Lane, Model, OutputFormat, Status, ZhScript, output_name
 from klipnote.spool import Spool
 
 EXIT_TIMEOUT = 124
@@ -130,6 +130,8 @@ def submit(
     ] = defaults.PRIORITY_DEFAULT,
     diarize: Annotated[bool, typer.Option(
         "--diarize", help="Label speakers (whisperx; needs a diarization model, see README).")] = False,
+    zh_script: Annotated[Optional[ZhScript], typer.Option(
+        "--zh-script", help="Chinese characters of belle2 output. Default: the worker's zh_script.")] = None,
     skip_existing: Annotated[
         bool,
         typer.Option(
@@ -168,7 +170,7 @@ def submit(
         output_dir=str(output_dir) if output_dir else None,
         next_to_input=next_to_input,
         priority=priority,
-        options={"diarize": True} if diarize else {},
+        options={k: v for k, v in (("diarize", diarize), ("zh_script", zh_script and zh_script.value)) if v},
     )
     spool = session.spool(create=True)
     limits = Limits(settings.max_file_size, settings.max_duration_hours)

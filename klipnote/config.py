@@ -17,7 +17,7 @@ from typing import Any
 
 from klipnote import defaults
 from klipnote.errors import ConfigError
-from klipnote.job import Model
+from klipnote.job import Model, ZhScript
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -139,6 +139,8 @@ SETTINGS: tuple[Setting, ...] = (
             "BELLE-2 checkpoint: a hub id or a local folder"),
     Setting("diarization_model", str, defaults.DIARIZATION_MODEL, ("KLIPNOTE_DIARIZATION_MODEL",),
             "pyannote pipeline for --diarize: a hub id or a local folder with its config.yaml"),
+    Setting("zh_script", _choice(*(z.value for z in ZhScript)), defaults.ZH_SCRIPT, ("KLIPNOTE_ZH_SCRIPT",),
+            "Chinese characters in belle2 output: simplified, traditional, or original (as the model wrote)"),
     Setting("hf_token", _optional_text, None, ("HF_TOKEN", "HUGGINGFACE_TOKEN"),
             "Hugging Face token for gated models (diarization)"),
     Setting("heartbeat_interval", _positive_float, defaults.HEARTBEAT_INTERVAL, ("KLIPNOTE_HEARTBEAT_INTERVAL",),

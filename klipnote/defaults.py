@@ -53,6 +53,8 @@ ALIGN_MODEL = "auto"
 #: pyannote speaker-diarization pipeline for ``submit --diarize``: a hub id (gated: needs HF_TOKEN)
 #: or a local folder holding the pipeline's config.yaml.
 DIARIZATION_MODEL = "pyannote/speaker-diarization-community-1"
+#: Chinese script of belle2 output (OpenCC): simplified, traditional, or original.
+ZH_SCRIPT = "simplified"
 #: Audio windows decoded together; halved on CUDA out-of-memory down to 1.
 BATCH_SIZE = 16
 #: BELLE-2's checkpoint: a hub id or a local folder. Original service name: BELLE2_MODEL_NAME.

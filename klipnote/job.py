@@ -53,6 +53,14 @@ class Lane(str, Enum):
     WHISPERX = "whisperx"
 
 
+class ZhScript(str, Enum):
+    """Chinese characters in belle2 output."""
+
+    SIMPLIFIED = "simplified"
+    TRADITIONAL = "traditional"
+    ORIGINAL = "original"
+
+
 class OutputFormat(str, Enum):
     SRT = "srt"
     VTT = "vtt"

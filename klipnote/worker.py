@@ -213,9 +213,9 @@ class Worker:
             audio_samples = audio.decode(claim.input_path())
             timings["decode"] = time.monotonic() - started
             job_log.write(f"decoded {audio.seconds(audio_samples):.1f} s of audio")
-            transcript = self._transcribe(audio_samples, JobOptions(manifest.language,
-                                                                    bool(manifest.options.get("diarize"))),
-                                          progress, job_log)
+            options = JobOptions(manifest.language, bool(manifest.options.get("diarize")),
+                                 manifest.options.get("zh_script"))
+            transcript = self._transcribe(audio_samples, options, progress, job_log)
             timings["transcribe"] = time.monotonic() - started - timings["decode"]
             progress(Stage.WRITING, 0.0)
             timings["total"] = time.monotonic() - started

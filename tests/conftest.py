@@ -97,3 +97,26 @@ def klipnote(spool_dir: Path) -> Run:
                               env={**os.environ, **(env or {})}, cwd=cwd, check=False)
 
     return run
+
+
+def _in_belle2_environment() -> bool:
+    """The belle2 worker's environment is the one with torch < 2.6 (envs/cuda118)."""
+    from importlib import metadata
+
+    try:
+        major, minor = (int(part) for part in metadata.version("torch").split(".")[:2])
+    except (metadata.PackageNotFoundError, ValueError):
+        return False
+    return (major, minor) < (2, 6)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Each environment runs its own tests: belle2-marked ones only where torch < 2.6, the rest elsewhere.
+
+    scripts/test runs the suite once in .venv and once in .venv-belle2, so every test runs once.
+    """
+    belle2 = _in_belle2_environment()
+    keep = [item for item in items if (item.get_closest_marker("belle2") is not None) == belle2]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+        items[:] = keep

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from klipnote.errors import KlipnoteError
 from klipnote.job import Lane, Model, Stage
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ class JobOptions:
 
     language: str | None = None
     diarize: bool = False
+    zh_script: str | None = None  # belle2: simplified, traditional or original; None: the worker's default
 
 
 class Engine(Protocol):
@@ -54,4 +56,8 @@ def create(model: Model, settings: Settings, *, device: str, batch_size: int | N
         from klipnote.engines.whisperx_engine import WhisperXEngine
 
         return WhisperXEngine(settings, device=device, batch_size=batch_size or settings.batch_size)
-    raise NotImplementedError(f"no {model.value} engine in this version of klipnote")
+    if model is Model.BELLE2:
+        from klipnote.engines.belle2_engine import Belle2Engine
+
+        return Belle2Engine(settings, device=device, batch_size=batch_size or settings.batch_size)
+    raise KlipnoteError(f"no engine called {model.value}: use whisperx or belle2")

