@@ -291,15 +291,20 @@ class Claim:
         self.spool.write_status(self.status)
         self._ticket_path.unlink()
 
-    def release(self, reason: str) -> Status:
-        """Hand the job back to its queue without using up an attempt (e.g. the worker is stopping)."""
+    def release(self, reason: str, lane: Lane | None = None, **fields: Any) -> Status:
+        """Hand the job back without using up an attempt: to its queue (the worker is stopping), or to
+        another ``lane`` (routing found it belongs to another engine). ``fields`` update the status."""
         try:
             with self.spool.io(f"handing back job {self.job_id}"), self.spool.state_lock(self.job_id):
                 self._verify_owned()
+                target = lane or self.status.lane
                 os.rename(
                     self._ticket_path,
-                    self.spool.queued_path(self.status.lane, self.manifest.priority, self.job_id, self.attempt),
+                    self.spool.queued_path(target, self.manifest.priority, self.job_id, self.attempt),
                 )
+                for key, value in fields.items():
+                    setattr(self.status, key, value)
+                self.status.lane = target
                 self.status.state = JobState.QUEUED
                 self.status.attempt = self.attempt - 1
                 self.status.worker, self.status.stage, self.status.progress = None, None, 0.0

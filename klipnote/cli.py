@@ -17,6 +17,7 @@ from klipnote import __version__, defaults, render
 from klipnote.config import Settings, load_settings, parse_duration
 from klipnote.errors import KlipnoteError, UsageError
 from klipnote.job import JobRequest, JobState, Lane, Model, OutputFormat, Status, ZhScript, output_name
+from klipnote.registry import Registry
 from klipnote.spool import Spool
 
 EXIT_TIMEOUT = 124
@@ -231,17 +232,24 @@ def status(ctx: typer.Context, ids: IdsArg, json_out: JsonFlag = False) -> None:
     spool = _session(ctx).spool()
     spool.reap()
     statuses, code = _resolve_all(spool, ids)
+    warnings = Registry(spool).unserved(statuses)
     if json_out:
-        data = [s.to_dict() for s in statuses]
+        data = _with_warnings(statuses, warnings)
         if len(ids) > 1:
             render.print_json(data)
         elif data:
             render.print_json(data[0])
     elif len(statuses) == 1:
-        render.status_detail(statuses[0])
+        render.status_detail(statuses[0], warnings.get(statuses[0].id))
     elif statuses:
         render.status_table(statuses)
+        render.warn_lines(sorted(set(warnings.values())))
     raise typer.Exit(code)
+
+
+def _with_warnings(statuses: list[Status], warnings: dict[str, str]) -> list[dict]:
+    """Status objects for --json, with a ``warning`` key where a queued job has no live worker."""
+    return [{**s.to_dict(), **({"warning": warnings[s.id]} if s.id in warnings else {})} for s in statuses]
 
 
 @app.command("list")
@@ -269,8 +277,9 @@ def list_jobs(
         shown.append(job)
         if limit and len(shown) >= limit:
             break
+    warnings = Registry(spool).unserved(shown)
     if json_out:
-        render.print_json([s.to_dict() for s in shown])
+        render.print_json(_with_warnings(shown, warnings))
         return
     if not shown:
         render.console().print("no jobs match" if (state or lane) else f"no jobs in {spool.root}")
@@ -280,6 +289,7 @@ def list_jobs(
         shown,
         title=f"{len(shown)} job(s) in {spool.root}; waiting: " + ", ".join(f"{k} {v}" for k, v in lengths.items()),
     )
+    render.warn_lines(sorted(set(warnings.values())))
 
 
 @app.command()

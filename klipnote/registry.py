@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
 from klipnote.fsio import atomic_write_json, read_json
-from klipnote.job import now
+from klipnote.job import JobState, Lane, Status, now
 from klipnote.spool import HOSTNAME, Spool
 
 
@@ -92,3 +93,14 @@ class Registry:
 
     def live_lanes(self) -> set[str]:
         return {lane for r in self.live() for lane in r.lanes}
+
+    def unserved(self, statuses: Iterable[Status]) -> dict[str, str]:
+        """A warning for each queued job whose lane no live worker serves: it would wait silently."""
+        waiting = [s for s in statuses if s.state is JobState.QUEUED]
+        if not waiting:
+            return {}
+        live = self.live_lanes()
+        kind = {Lane.BELLE2: "belle2", Lane.WHISPERX: "whisperx", Lane.AUTO: "whisperx"}
+        return {s.id: f"no live worker serves lane {s.lane.value}: start one with "
+                      f"`klipnote worker --model {kind[s.lane]}`"
+                for s in waiting if s.lane.value not in live}

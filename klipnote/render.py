@@ -56,7 +56,7 @@ def state_text(status: Status) -> str:
     return status.state.value
 
 
-def status_detail(status: Status) -> None:
+def status_detail(status: Status, warning: str | None = None) -> None:
     """One job, every field a person may want, as a two-column grid."""
     from rich.table import Table
 
@@ -78,6 +78,8 @@ def status_detail(status: Status) -> None:
     ]
     if status.error:
         rows.insert(3, ("error", f"[red]{status.error}[/]"))
+    if warning:
+        rows.insert(2, ("warning", f"[yellow]{warning}[/]"))
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column(overflow="fold")
@@ -111,4 +113,4 @@ def error(message: str) -> None:
 
 def warn_lines(lines: Sequence[str]) -> None:
     for line in lines:
-        error(line)
+        error(f"warning: {line}")

@@ -43,3 +43,20 @@ def route_at_submit(model: Model, language: str | None) -> Route:
     if hint in MANDARIN_HINTS:
         return Route(Lane.BELLE2, f"language hint {hint!r} is Mandarin")
     return Route(Lane.WHISPERX, f"language hint {hint!r} is not Mandarin")
+
+
+def route_after_detection(language: str | None, probability: float | None, belle2_alive: bool,
+                          error: str | None = None) -> Route:
+    """Where an ``auto`` job goes once a whisperx worker has listened to it.
+
+    Mandarin goes to belle2 only if a belle2 worker is alive to take it; anything else, and any
+    failed detection, stays on whisperx (the worker that detected it transcribes it).
+    """
+    if error is not None or language is None:
+        return Route(Lane.WHISPERX, f"language detection failed ({error or 'no language'}): whisperx transcribes it")
+    heard = f"detected {language}" + (f" (p={probability:.2f})" if probability is not None else "")
+    if not is_mandarin(language):
+        return Route(Lane.WHISPERX, f"{heard}, not Mandarin")
+    if not belle2_alive:
+        return Route(Lane.WHISPERX, f"{heard}, but no live belle2 worker: whisperx transcribes it")
+    return Route(Lane.BELLE2, f"{heard}: handed to belle2")

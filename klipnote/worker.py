@@ -23,10 +23,11 @@ from typing import Any, TextIO
 from klipnote import __version__, defaults
 from klipnote.claim import Claim, WorkerRef, claim_next
 from klipnote.engines import Engine, JobOptions
-from klipnote.errors import ClaimLost, KlipnoteError
+from klipnote.errors import ClaimLost, KlipnoteError, summary
 from klipnote.fsio import atomic_write_text
 from klipnote.job import Lane, Manifest, Stage, output_name
 from klipnote.registry import Registry, WorkerRecord, WorkerState
+from klipnote.routing import Route, route_after_detection
 from klipnote.spool import HOSTNAME, Spool
 from klipnote.transcript import Transcript
 
@@ -213,9 +214,19 @@ class Worker:
             audio_samples = audio.decode(claim.input_path())
             timings["decode"] = time.monotonic() - started
             job_log.write(f"decoded {audio.seconds(audio_samples):.1f} s of audio")
-            options = JobOptions(manifest.language, bool(manifest.options.get("diarize")),
-                                 manifest.options.get("zh_script"))
+            language, probability = manifest.language, None
+            if claim.status.lane is Lane.AUTO:
+                progress(Stage.ROUTING, 0.0)
+                route, language, probability = self._route(audio_samples, claim)
+                job_log.write(f"routing: {route.reason}")
+                if route.lane not in self.engine.lanes:
+                    claim.release(route.reason, lane=route.lane, engine=None)
+                    log.info("job %s routed to %s: %s", claim.job_id, route.lane.value, route.reason)
+                    return
+            options = JobOptions(language, bool(manifest.options.get("diarize")), manifest.options.get("zh_script"))
             transcript = self._transcribe(audio_samples, options, progress, job_log)
+            if transcript.language_probability is None:
+                transcript.language_probability = probability
             timings["transcribe"] = time.monotonic() - started - timings["decode"]
             progress(Stage.WRITING, 0.0)
             timings["total"] = time.monotonic() - started
@@ -237,6 +248,19 @@ class Worker:
         except Exception as exc:  # an engine bug must fail one job, not the worker
             job_log.write(traceback.format_exc())
             self._fail(claim, f"{self.engine.name} engine error: {type(exc).__name__}: {exc}", job_log)
+
+    def _route(self, samples: Any, claim: Claim) -> tuple[Route, str | None, float | None]:
+        """Decide where an ``auto`` job goes from its audio, and record the decision in its status."""
+        language = probability = error = None
+        try:
+            language, probability = self.engine.detect_language(samples)
+        except Exception as exc:  # a failed detection keeps the job here, it does not fail it
+            error = summary(exc)
+        belle2_alive = Lane.BELLE2.value in self.registry.live_lanes()
+        route = route_after_detection(language, probability, belle2_alive, error)
+        claim.update(routing={**claim.status.routing, "decided": route.lane.value, "reason": route.reason,
+                              "detected_language": language, "language_probability": probability})
+        return route, language, probability
 
     def _transcribe(self, samples: Any, options: JobOptions, progress: Callable[[Stage, float], None],
                     job_log: JobLog) -> Transcript:

@@ -6,6 +6,7 @@ and delivery are the production code. The engine's behaviour is set by environme
 - ``FAKE_WORK``: seconds each transcription takes (reported as progress every 50 ms)
 - ``FAKE_FAIL_LANGUAGE``: jobs submitted with this language hint make the engine raise
 - ``FAKE_OOM``: the first N transcriptions raise a CUDA-style out-of-memory error
+- ``FAKE_LANGUAGE``: what language detection hears (``fail`` makes it raise); default ``en``
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from klipnote.worker import Worker, WorkerOptions, setup_logging
 
 class FakeEngine:
     name = "fake"
-    lanes = (Lane.WHISPERX, Lane.AUTO)
 
-    def __init__(self, batch_size: int) -> None:
+    def __init__(self, batch_size: int, lanes: tuple[Lane, ...]) -> None:
         self.batch_size = batch_size
+        self.lanes = lanes
         self.work = float(os.environ.get("FAKE_WORK", "0"))
         self.fail_language = os.environ.get("FAKE_FAIL_LANGUAGE")
         self.ooms_left = int(os.environ.get("FAKE_OOM", "0"))
@@ -40,6 +41,12 @@ class FakeEngine:
 
     def describe(self) -> dict:
         return {"engine": self.name, "model": "fake", "device": "cpu", "compute_type": "none", "versions": {}}
+
+    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
+        heard = os.environ.get("FAKE_LANGUAGE", "en")
+        if heard == "fail":
+            raise RuntimeError("the fake detector heard nothing")
+        return heard, 0.97
 
     def is_out_of_memory(self, exc: BaseException) -> bool:
         return "out of memory" in str(exc)
@@ -70,10 +77,11 @@ def main() -> int:
     parser.add_argument("--max-jobs", type=int)
     parser.add_argument("--idle-exit", type=float)
     parser.add_argument("--grace", type=float, default=30.0)
+    parser.add_argument("--lanes", default="whisperx,auto")
     args = parser.parse_args()
     setup_logging()
     spool = Spool(args.spool, lease_ttl=5.0, heartbeat_interval=0.2).open()
-    engine = FakeEngine(args.batch_size)
+    engine = FakeEngine(args.batch_size, tuple(Lane(name) for name in args.lanes.split(",")))
     options = WorkerOptions(lanes=engine.lanes, once=args.once, drain=args.drain, max_jobs=args.max_jobs,
                             idle_exit=args.idle_exit, grace=args.grace, poll_interval=0.1)
     return Worker(spool, engine, options, args.id).run()

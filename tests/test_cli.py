@@ -741,3 +741,29 @@ def test_spool_from_the_environment(cli, tmp_path, wav):
     spool = tmp_path / "elsewhere"
     job_id = submit_one(cli, wav, spool=None, env={"KLIPNOTE_SPOOL": str(spool)})
     assert jobs_on_disk(spool) == {job_id}
+
+
+# ====================================================================== lanes nobody serves
+
+
+def register_worker(spool_dir: Path, lanes: list[str]) -> None:
+    """A live worker record (this test process's pid and a fresh heartbeat), as a worker writes it."""
+    from klipnote.registry import Registry, WorkerRecord, WorkerState
+    from klipnote.spool import HOSTNAME, Spool
+
+    record = WorkerRecord(id="belle2-test", model="belle2", lanes=lanes, host=HOSTNAME, pid=os.getpid(),
+                          device="cpu", started_at=time.time(), state=WorkerState.IDLE)
+    Registry(Spool(spool_dir).open()).write(record)
+
+
+def test_a_queued_job_no_live_worker_serves_is_warned_about(cli, spool_dir, wav):
+    job_id = submit_one(cli, "--model", "belle2", wav)
+    warning = "no live worker serves lane belle2: start one with `klipnote worker --model belle2`"
+    assert status_of(cli, job_id)["warning"] == warning
+    assert json.loads(expect(cli("list", "--json"), 0).stdout)[0]["warning"] == warning
+    assert f"klipnote: warning: {warning}" in expect(cli("list"), 0).stderr
+    assert warning in " ".join(expect(cli("status", job_id), 0).stdout.split())  # a wrapped grid cell
+
+    register_worker(spool_dir, ["belle2"])
+    assert "warning" not in status_of(cli, job_id)
+    assert "warning" not in expect(cli("list"), 0).stderr

@@ -140,7 +140,9 @@ def test_the_result_records_engine_model_versions_and_timings(run):
     assert (meta["device"], meta["compute_type"], meta["attempt"]) == ("cpu", "int8", 1)
     assert meta["versions"]["whisperx"] == "3.8.6" and meta["versions"]["torch"].startswith("2.8")
     assert meta["batch_size"] >= 1 and meta["timings"]["total"] > 0 and meta["real_time_factor"] > 0
-    assert meta["routing"]["decided"] == "auto"
+    assert meta["routing"]["requested"] == "auto"
+    assert (meta["routing"]["decided"], meta["routing"]["detected_language"]) == ("whisperx", "en")
+    assert meta["routing"]["reason"].startswith("detected en (p=")
 
 
 def test_the_requested_formats_are_written(run):

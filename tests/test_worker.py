@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from klipnote.job import JobRequest, JobState, Model, OutputFormat
+from klipnote.job import JobRequest, JobState, Lane, Model, OutputFormat
 from klipnote.registry import Registry, WorkerState
 from klipnote.spool import Spool
 from klipnote.submit import Limits, expand, submit_paths
@@ -61,6 +61,11 @@ def wait_until(predicate, timeout: float = 30.0) -> None:
 def record(spool: Spool, worker_id: str = "fake-worker"):
     (found,) = [r for r in Registry(spool).records() if r.id == worker_id]
     return found
+
+
+def worker_state(spool: Spool, worker_id: str = "fake-worker") -> WorkerState | None:
+    """None until the worker has registered."""
+    return next((r.state for r in Registry(spool).records() if r.id == worker_id), None)
 
 
 # ---------------------------------------------------------------------- lifecycle options
@@ -204,7 +209,7 @@ def test_sigterm_past_the_grace_period_hands_the_job_back(spool, spool_dir, medi
     (job_id,) = submit(spool, media["wav"])
     worker = start_worker(spool_dir, "--grace", "0", env={"FAKE_WORK": "30"})
     wait_until(lambda: spool.load_status(job_id).state is JobState.RUNNING)
-    wait_until(lambda: record(spool).state is WorkerState.BUSY)
+    wait_until(lambda: worker_state(spool) is WorkerState.BUSY)
     assert record(spool).current_job == job_id
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=20) == 0
@@ -226,3 +231,41 @@ def test_sigterm_within_the_grace_period_lets_the_job_finish(spool, spool_dir, m
     assert worker.wait(timeout=30) == 0
     assert spool.load_status(first).state is JobState.DONE
     assert spool.load_status(second).state is JobState.QUEUED, "a stopping worker must not take a new job"
+
+
+# ---------------------------------------------------------------------- routing auto jobs
+
+
+def submit_auto(spool: Spool, path: Path) -> str:
+    outcomes = submit_paths(spool, expand([str(path)], recursive=False, stdin=None), JobRequest(model=Model.AUTO),
+                            LIMITS)
+    return outcomes[0].status.id
+
+
+def test_auto_mandarin_goes_to_a_live_belle2_worker(spool, spool_dir, media):
+    job_id = submit_auto(spool, media["wav"])
+    belle2 = start_worker(spool_dir, "--id", "fake-belle2", "--lanes", "belle2", "--idle-exit", "6")
+    wait_until(lambda: worker_state(spool, "fake-belle2") is WorkerState.IDLE)
+    assert run_worker(spool_dir, "--drain", env={"FAKE_LANGUAGE": "zh"}).returncode == 0
+    assert belle2.wait(timeout=30) == 0
+    status = spool.load_status(job_id)
+    assert (status.state, status.lane, status.worker["id"]) == (JobState.DONE, Lane.BELLE2, "fake-belle2")
+    assert status.routing["decided"] == "belle2" and status.routing["detected_language"] == "zh"
+    assert status.routing["reason"] == "detected zh (p=0.97): handed to belle2"
+    assert status.attempt == 1, "routing must not use up an attempt"
+
+
+@pytest.mark.parametrize(
+    ("heard", "reason"),
+    [
+        ("zh", "detected zh (p=0.97), but no live belle2 worker: whisperx transcribes it"),
+        ("de", "detected de (p=0.97), not Mandarin"),
+        ("fail", "language detection failed (RuntimeError: the fake detector heard nothing)"),
+    ],
+)
+def test_auto_jobs_stay_on_whisperx_otherwise(spool, spool_dir, media, heard, reason):
+    job_id = submit_auto(spool, media["wav"])
+    assert run_worker(spool_dir, "--drain", env={"FAKE_LANGUAGE": heard}).returncode == 0
+    status = spool.load_status(job_id)
+    assert (status.state, status.lane, status.engine) == (JobState.DONE, Lane.AUTO, "fake")
+    assert status.routing["decided"] == "whisperx" and status.routing["reason"].startswith(reason)

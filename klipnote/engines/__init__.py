@@ -46,6 +46,9 @@ class Engine(Protocol):
     def transcribe(self, audio: np.ndarray, options: JobOptions, progress: Progress) -> Transcript:
         """Transcribe one file's samples; raise :class:`~klipnote.errors.KlipnoteError` for the user."""
 
+    def detect_language(self, audio: np.ndarray) -> tuple[str, float | None]:
+        """Language code and probability; needed by engines that serve the ``auto`` lane."""
+
     def is_out_of_memory(self, exc: BaseException) -> bool:
         """Whether ``exc`` means the accelerator ran out of memory (the worker retries smaller)."""
 
