@@ -1,0 +1,102 @@
+"""Routing end to end: a real whisperx worker and a real belle2 worker, each in its own environment,
+on one spool. German stays on whisperx; Mandarin without a hint is detected and handed to belle2;
+a Mandarin hint goes to belle2 at submit; without a live belle2 worker, whisperx keeps Mandarin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from klipnote.models import OFFLINE_MODELS, assemble
+
+from .conftest import REPO
+from .ct2_whisper import build_transformers_checkpoint
+
+pytestmark = pytest.mark.slow
+
+BELLE2_PYTHON = REPO / ".venv-belle2" / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def env(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KLIPNOTE_MODEL_CACHE", str(model_cache))
+        ct2 = assemble(OFFLINE_MODELS["base-offline"])
+    checkpoint = build_transformers_checkpoint(ct2, model_cache / "whisper-base-transformers")
+    home = tmp_path_factory.mktemp("home")
+    return {**os.environ, "KLIPNOTE_MODEL_CACHE": str(model_cache), "HF_HUB_OFFLINE": "1",
+            "BELLE2_MODEL_NAME": str(checkpoint), "XDG_CONFIG_HOME": str(home), "XDG_DATA_HOME": str(home),
+            "KLIPNOTE_CONFIG": str(home / "none.toml")}
+
+
+def klipnote(python: Path | str, spool: Path, *args: str, env: dict[str, str]) -> list[str]:
+    return [str(python), "-m", "klipnote", "--spool", str(spool), *args]
+
+
+def submit(spool: Path, path: Path, *args: str, env: dict[str, str]) -> str:
+    done = subprocess.run(klipnote(sys.executable, spool, "submit", "--json", *args, str(path), env=env),
+                          capture_output=True, text=True, env=env, check=True)
+    return json.loads(done.stdout)[0]["id"]
+
+
+def status(spool: Path, job_id: str) -> dict:
+    return json.loads((spool / "jobs" / job_id / "status.json").read_text())
+
+
+def whisperx_drain(spool: Path, env: dict[str, str]) -> None:
+    done = subprocess.run(klipnote(sys.executable, spool, "worker", "--model", "whisperx", "--device", "cpu",
+                                   "--whisper-model", "base-offline", "--drain", env=env),
+                          capture_output=True, text=True, env=env, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_both_workers_alive_route_each_job_to_its_engine(corpus, env, tmp_path):
+    assert BELLE2_PYTHON.exists(), "scripts/bootstrap creates .venv-belle2, the belle2 worker's environment"
+    spool = tmp_path / "spool"
+    german = submit(spool, corpus / "german.wav", env=env)
+    mandarin = submit(spool, corpus / "zh.wav", env=env)
+    hinted = submit(spool, corpus / "zh.wav", "-l", "zh-CN", env=env)
+    belle2 = subprocess.Popen(klipnote(BELLE2_PYTHON, spool, "worker", "--model", "belle2", "--device", "cpu",
+                                       env=env),  # serves until SIGTERM below
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert " ready: " in belle2.stdout.readline()
+        whisperx_drain(spool, env)
+        deadline = time.monotonic() + 300
+        while status(spool, mandarin)["state"] != "done" or status(spool, hinted)["state"] != "done":
+            assert time.monotonic() < deadline and belle2.poll() is None, belle2.stderr.read()[-3000:]
+            time.sleep(0.2)
+    finally:
+        belle2.terminate()
+        assert belle2.wait(timeout=60) == 0
+
+    stays = status(spool, german)
+    assert (stays["state"], stays["engine"], stays["routing"]["decided"]) == ("done", "whisperx", "whisperx")
+    assert stays["routing"]["detected_language"] == "de" and "not Mandarin" in stays["routing"]["reason"]
+
+    handed = status(spool, mandarin)
+    assert (handed["engine"], handed["lane"], handed["attempt"]) == ("belle2", "belle2", 1)
+    assert handed["routing"]["detected_language"] == "zh" and handed["routing"]["reason"].endswith(
+        "handed to belle2")
+
+    at_submit = status(spool, hinted)
+    assert (at_submit["engine"], at_submit["routing"]["decided"]) == ("belle2", "belle2")
+    assert at_submit["routing"]["reason"] == "language hint 'zh-cn' is Mandarin"
+
+
+def test_without_a_live_belle2_worker_whisperx_keeps_mandarin(corpus, env, tmp_path):
+    spool = tmp_path / "spool"
+    mandarin = submit(spool, corpus / "zh.wav", env=env)
+    whisperx_drain(spool, env)
+    kept = status(spool, mandarin)
+    assert (kept["state"], kept["engine"], kept["lane"]) == ("done", "whisperx", "auto")
+    assert "no live belle2 worker" in kept["routing"]["reason"]
+    result = json.loads((spool / "jobs" / mandarin / "transcript.json").read_text())
+    assert result["language"] == "zh" and result["language_probability"] > 0.9
