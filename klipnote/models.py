@@ -87,9 +87,10 @@ def _package_file(package: str, inner: str, model: OfflineModel) -> Path:
     return path
 
 
-def assemble(model: OfflineModel) -> Path:
-    """The model's folder in the cache, built (and checksummed) on first use, atomically."""
-    target = cache_root() / model.name
+def assemble(model: OfflineModel, root: Path | None = None) -> Path:
+    """The model's folder in the cache (``root``, else :func:`cache_root`), built and checksummed on
+    first use, atomically."""
+    target = (root or cache_root()) / model.name
     mark = target / VERIFIED_MARK
     if mark.is_file() and mark.read_text().strip() == model.sha256:
         return target

@@ -35,7 +35,6 @@ trained English Punkt parameters, or alignment on a GPU.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from itertools import pairwise
@@ -43,21 +42,16 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from .e2ekit import WHISPERX_WORKER, cli, worker_env
 from .standins.wav2vec2 import build, write_punkt_tab
 from .textmetrics import wer
 
 pytestmark = pytest.mark.slow
 
 JFK = "And so, my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
-WORKER = ("worker", "--model", "whisperx", "--device", "cpu", "--whisper-model", "base-offline", "--drain")
+WORKER = (*WHISPERX_WORKER, "--drain")
 NOTE = "no wav2vec2 alignment: "  # how klipnote's note starts when words were not timed by alignment
 PUNKT_PROBE = "import nltk.data; nltk.data.find('tokenizers/punkt_tab/english/')"
-
-
-def cli(spool: Path, *args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "klipnote", "--spool", str(spool), *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, check=False)
 
 
 def punkt_tab_available(env: dict[str, str]) -> bool:
@@ -82,11 +76,7 @@ def transcribe_jfk(corpus: Path, spool: Path, env: dict[str, str]) -> dict:
 
 @pytest.fixture(scope="module")
 def env(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("home")
-    pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "KLIPNOTE_MODEL_CACHE": str(model_cache), "HF_HUB_OFFLINE": "1",
-            "XDG_CONFIG_HOME": str(home), "XDG_DATA_HOME": str(home), "KLIPNOTE_CONFIG": str(home / "none.toml"),
-            "PYTHONPATH": pythonpath}
+    return worker_env(model_cache, tmp_path_factory.mktemp("home"))
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,8 @@ Mandarin, so the error thresholds are what base can do, not what BELLE-2 does.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import subprocess
-import sys
 from itertools import pairwise
 from pathlib import Path
 
@@ -20,9 +17,8 @@ import numpy as np
 import pytest
 
 from klipnote.audio import SAMPLE_RATE, decode
-from klipnote.models import OFFLINE_MODELS, assemble
 
-from .ct2_whisper import build_transformers_checkpoint
+from .e2ekit import belle2_checkpoint, cli, job, submit, worker_env
 from .textmetrics import cer
 
 pytestmark = [pytest.mark.slow, pytest.mark.belle2]
@@ -39,22 +35,12 @@ def best_cer(reference: str, text: str) -> float:
 
 @pytest.fixture(scope="session")
 def checkpoint(model_cache: Path) -> Path:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KLIPNOTE_MODEL_CACHE", str(model_cache))
-        ct2 = assemble(OFFLINE_MODELS["base-offline"])
-    return build_transformers_checkpoint(ct2, model_cache / "whisper-base-transformers")
+    return belle2_checkpoint(model_cache)
 
 
 @pytest.fixture(scope="module")
-def env(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("home")
-    return {**os.environ, "BELLE2_MODEL_NAME": str(checkpoint), "HF_HUB_OFFLINE": "1",
-            "XDG_CONFIG_HOME": str(home), "XDG_DATA_HOME": str(home), "KLIPNOTE_CONFIG": str(home / "none.toml")}
-
-
-def cli(spool: Path, *args: str, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "klipnote", "--spool", str(spool), *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, check=False)
+def env(checkpoint: Path, model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return worker_env(model_cache, tmp_path_factory.mktemp("home"), BELLE2_MODEL_NAME=str(checkpoint))
 
 
 def long_mandarin(corpus: Path, target: Path) -> Path:
@@ -78,21 +64,10 @@ def run(corpus: Path, env: dict[str, str], tmp_path_factory: pytest.TempPathFact
         "long": ("-l", "zh", "-f", "vtt", str(long_mandarin(corpus, folder / "long-mandarin.wav"))),
         "english": ("--model", "belle2", "-l", "en", str(corpus / "jfk.flac")),
     }
-    ids = {}
-    for name, args in jobs.items():
-        done = cli(spool, "submit", "--json", *args, env=env)
-        assert done.returncode == 0, done.stderr
-        ids[name] = json.loads(done.stdout)[0]["id"]
+    ids = {name: submit(spool, Path(args[-1]), *args[:-1], env=env) for name, args in jobs.items()}
     worker = cli(spool, "worker", "--model", "belle2", "--device", "cpu", "--drain", env=env)
     assert worker.returncode == 0, worker.stderr[-3000:]
-    results = {}
-    for name, job_id in ids.items():
-        folder = spool / "jobs" / job_id
-        status = json.loads((folder / "status.json").read_text())
-        outputs = {p.suffix[1:]: p.read_text() for p in folder.glob("transcript.*")}
-        results[name] = {"status": status, "outputs": outputs,
-                         "result": json.loads(outputs["json"]) if "json" in outputs else None}
-    return {"jobs": results, "worker": worker}
+    return {"jobs": {name: job(spool, job_id) for name, job_id in ids.items()}, "worker": worker}
 
 
 def result(run: dict, name: str) -> dict:

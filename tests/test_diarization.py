@@ -11,38 +11,16 @@ diarization model would say about these recordings is not tested.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from .e2ekit import WHISPERX_WORKER, cli, job, submit, worker_env
 from .standins.halves import PIPELINE_FOLDER, SPEAKERS, expected_speaker
 
 pytestmark = pytest.mark.slow
 
-WORKER = ("worker", "--model", "whisperx", "--device", "cpu", "--whisper-model", "base-offline", "--drain")
-
-
-def cli(spool: Path, *args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "klipnote", "--spool", str(spool), *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, check=False)
-
-
-def submit(spool: Path, path: Path, *args: str, env: dict[str, str]) -> str:
-    done = cli(spool, "submit", "--json", *args, str(path), env=env)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)[0]["id"]
-
-
-def job(spool: Path, job_id: str) -> dict:
-    folder = spool / "jobs" / job_id
-    outputs = {p.suffix[1:]: p.read_text() for p in folder.glob("transcript.*")}
-    return {"status": json.loads((folder / "status.json").read_text()), "outputs": outputs,
-            "result": json.loads(outputs["json"]) if "json" in outputs else None}
+WORKER = (*WHISPERX_WORKER, "--drain")
 
 
 def cue_texts(fmt: str, text: str) -> list[str]:
@@ -56,12 +34,8 @@ def cue_texts(fmt: str, text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def env(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("home")
     # The worker imports the stand-in by its dotted name (tests.standins.diarization).
-    pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "KLIPNOTE_MODEL_CACHE": str(model_cache), "HF_HUB_OFFLINE": "1",
-            "XDG_CONFIG_HOME": str(home), "XDG_DATA_HOME": str(home), "KLIPNOTE_CONFIG": str(home / "none.toml"),
-            "KLIPNOTE_DIARIZATION_MODEL": str(PIPELINE_FOLDER), "PYTHONPATH": pythonpath}
+    return worker_env(model_cache, tmp_path_factory.mktemp("home"), KLIPNOTE_DIARIZATION_MODEL=str(PIPELINE_FOLDER))
 
 
 @pytest.fixture(scope="module")

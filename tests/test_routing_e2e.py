@@ -6,18 +6,14 @@ a Mandarin hint goes to belle2 at submit; without a live belle2 worker, whisperx
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from klipnote.models import OFFLINE_MODELS, assemble
-
 from .conftest import REPO
-from .ct2_whisper import build_transformers_checkpoint
+from .e2ekit import WHISPERX_WORKER, belle2_checkpoint, cli, job, submit, worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -26,34 +22,16 @@ BELLE2_PYTHON = REPO / ".venv-belle2" / "bin" / "python"
 
 @pytest.fixture(scope="module")
 def env(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("KLIPNOTE_MODEL_CACHE", str(model_cache))
-        ct2 = assemble(OFFLINE_MODELS["base-offline"])
-    checkpoint = build_transformers_checkpoint(ct2, model_cache / "whisper-base-transformers")
-    home = tmp_path_factory.mktemp("home")
-    return {**os.environ, "KLIPNOTE_MODEL_CACHE": str(model_cache), "HF_HUB_OFFLINE": "1",
-            "BELLE2_MODEL_NAME": str(checkpoint), "XDG_CONFIG_HOME": str(home), "XDG_DATA_HOME": str(home),
-            "KLIPNOTE_CONFIG": str(home / "none.toml")}
-
-
-def klipnote(python: Path | str, spool: Path, *args: str, env: dict[str, str]) -> list[str]:
-    return [str(python), "-m", "klipnote", "--spool", str(spool), *args]
-
-
-def submit(spool: Path, path: Path, *args: str, env: dict[str, str]) -> str:
-    done = subprocess.run(klipnote(sys.executable, spool, "submit", "--json", *args, str(path), env=env),
-                          capture_output=True, text=True, env=env, check=True)
-    return json.loads(done.stdout)[0]["id"]
+    return worker_env(model_cache, tmp_path_factory.mktemp("home"),
+                      BELLE2_MODEL_NAME=str(belle2_checkpoint(model_cache)))
 
 
 def status(spool: Path, job_id: str) -> dict:
-    return json.loads((spool / "jobs" / job_id / "status.json").read_text())
+    return job(spool, job_id)["status"]
 
 
 def whisperx_drain(spool: Path, env: dict[str, str]) -> None:
-    done = subprocess.run(klipnote(sys.executable, spool, "worker", "--model", "whisperx", "--device", "cpu",
-                                   "--whisper-model", "base-offline", "--drain", env=env),
-                          capture_output=True, text=True, env=env, timeout=900, check=False)
+    done = cli(spool, *WHISPERX_WORKER, "--drain", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
@@ -63,8 +41,8 @@ def test_both_workers_alive_route_each_job_to_its_engine(corpus, env, tmp_path):
     german = submit(spool, corpus / "german.wav", env=env)
     mandarin = submit(spool, corpus / "zh.wav", env=env)
     hinted = submit(spool, corpus / "zh.wav", "-l", "zh-CN", env=env)
-    belle2 = subprocess.Popen(klipnote(BELLE2_PYTHON, spool, "worker", "--model", "belle2", "--device", "cpu",
-                                       env=env),  # serves until SIGTERM below
+    belle2 = subprocess.Popen([str(BELLE2_PYTHON), "-m", "klipnote", "--spool", str(spool), "worker", "--model",
+                               "belle2", "--device", "cpu"],  # serves until SIGTERM below
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert " ready: " in belle2.stdout.readline()

@@ -8,7 +8,6 @@ weights from a hub). One worker run transcribes every file; the tests then read 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -23,25 +22,16 @@ from klipnote.errors import KlipnoteError
 from klipnote.models import OFFLINE_MODELS, OfflineModel, assemble
 
 from .conftest import ffmpeg
+from .e2ekit import WHISPERX_WORKER, cli, job, submit, worker_env
 from .spoolkit import damage
 from .textmetrics import wer
 
 pytestmark = pytest.mark.slow
 
 JFK = "And so, my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
-WORKER = ("worker", "--model", "whisperx", "--device", "cpu", "--whisper-model", "base-offline")
-
-
-def cli(spool: Path, *args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "klipnote", "--spool", str(spool), *args], capture_output=True,
-                          text=True, timeout=timeout, env=env, check=False)
-
-
 @pytest.fixture(scope="module")
 def env(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    home = tmp_path_factory.mktemp("home")
-    return {**os.environ, "KLIPNOTE_MODEL_CACHE": str(model_cache), "HF_HUB_OFFLINE": "1",
-            "XDG_CONFIG_HOME": str(home), "XDG_DATA_HOME": str(home), "KLIPNOTE_CONFIG": str(home / "none.toml")}
+    return worker_env(model_cache, tmp_path_factory.mktemp("home"))
 
 
 @pytest.fixture(scope="module")
@@ -60,25 +50,13 @@ def run(corpus: Path, env: dict[str, str], tmp_path_factory: pytest.TempPathFact
     inputs["corrupt"] = folder / "corrupt.wav"
     shutil.copy(corpus / "german.wav", inputs["corrupt"])
 
-    ids = {}
-    for name, path in inputs.items():
-        done = cli(spool, "submit", "--json", "-f", "vtt", "-f", "txt", "-f", "tsv", str(path), env=env)
-        assert done.returncode == 0, done.stderr
-        ids[name] = json.loads(done.stdout)[0]["id"]
-    diarize = cli(spool, "submit", "--json", "--diarize", str(corpus / "multitalker-2spk-mix.wav"), env=env)
-    ids["diarize"] = json.loads(diarize.stdout)[0]["id"]
+    ids = {name: submit(spool, path, "-f", "vtt", "-f", "txt", "-f", "tsv", env=env) for name, path in inputs.items()}
+    ids["diarize"] = submit(spool, corpus / "multitalker-2spk-mix.wav", "--diarize", env=env)
     damage(spool / "jobs" / ids["corrupt"] / "input.wav")
 
-    worker = cli(spool, *WORKER, "--drain", env=env)
+    worker = cli(spool, *WHISPERX_WORKER, "--drain", env=env)
     assert worker.returncode == 0, worker.stderr[-3000:]
-    jobs = {}
-    for name, job_id in ids.items():
-        job = spool / "jobs" / job_id
-        status = json.loads((job / "status.json").read_text())
-        outputs = {p.suffix[1:]: p.read_text() for p in job.glob("transcript.*")}
-        jobs[name] = {"status": status, "outputs": outputs,
-                      "result": json.loads(outputs["json"]) if "json" in outputs else None}
-    return {"jobs": jobs, "worker": worker, "spool": spool}
+    return {"jobs": {name: job(spool, job_id) for name, job_id in ids.items()}, "worker": worker, "spool": spool}
 
 
 def result(run: dict, name: str) -> dict:
@@ -170,8 +148,9 @@ def test_diarization_without_a_reachable_model_fails_with_advice(run):
 
 def test_sigterm_mid_job_hands_the_job_back(corpus, env, tmp_path):
     spool = tmp_path / "spool"
-    job_id = json.loads(cli(spool, "submit", "--json", str(corpus / "whole-earth.wav"), env=env).stdout)[0]["id"]
-    worker = subprocess.Popen([sys.executable, "-m", "klipnote", "--spool", str(spool), *WORKER, "--grace", "0"],
+    job_id = submit(spool, corpus / "whole-earth.wav", env=env)
+    worker = subprocess.Popen([sys.executable, "-m", "klipnote", "--spool", str(spool), *WHISPERX_WORKER,
+                               "--grace", "0"],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     status_file = spool / "jobs" / job_id / "status.json"
     deadline = time.monotonic() + 300
