@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -133,6 +133,14 @@ def submit(
         "--diarize", help="Label speakers (whisperx; needs a diarization model, see README).")] = False,
     zh_script: Annotated[Optional[ZhScript], typer.Option(
         "--zh-script", help="Chinese characters of belle2 output. Default: the worker's zh_script.")] = None,
+    enhance_steps: Annotated[Optional[str], typer.Option(
+        "--enhance", metavar="STEPS", help="Enhancement steps after transcription: any of vad,refine,split, or "
+        "none. Default: all when ENABLE_OPTIMIZATION (the worker's setting).")] = None,
+    max_line_width: Annotated[Optional[int], typer.Option(
+        min=10, help="Subtitle characters a line, Latin scripts (default 42; CJK lines hold 16).")] = None,
+    max_lines: Annotated[Optional[int], typer.Option(min=1, help="Lines a subtitle cue (default 2).")] = None,
+    max_cue_duration: Annotated[Optional[float], typer.Option(
+        min=1.0, metavar="SECONDS", help="Longest a subtitle cue stays (default 7).")] = None,
     skip_existing: Annotated[
         bool,
         typer.Option(
@@ -171,7 +179,7 @@ def submit(
         output_dir=str(output_dir) if output_dir else None,
         next_to_input=next_to_input,
         priority=priority,
-        options={k: v for k, v in (("diarize", diarize), ("zh_script", zh_script and zh_script.value)) if v},
+        options=_job_options(diarize, zh_script, enhance_steps, max_line_width, max_lines, max_cue_duration),
     )
     spool = session.spool(create=True)
     limits = Limits(settings.max_file_size, settings.max_duration_hours)
@@ -209,6 +217,33 @@ def submit(
     if json_out:
         render.print_json([o.to_json() for o in outcomes])
     raise typer.Exit(exit_code)
+
+
+def _job_options(diarize: bool, zh_script: ZhScript | None, enhance_steps: str | None, max_line_width: int | None,
+                 max_lines: int | None, max_cue_duration: float | None) -> dict[str, Any]:
+    """What a job asks beyond the defaults, checked now so that a bad value never reaches a worker."""
+    from klipnote.enhance import parse_steps
+    from klipnote.subtitles import StyleRules
+
+    options: dict[str, Any] = {}
+    if diarize:
+        options["diarize"] = True
+    if zh_script is not None:
+        options["zh_script"] = zh_script.value
+    if enhance_steps is not None:
+        try:
+            options["enhance"] = ",".join(step.value for step in parse_steps(enhance_steps)) or "none"
+        except ValueError as exc:
+            raise UsageError(f"--enhance {enhance_steps!r}: {exc}") from None
+    style = {key: value for key, value in (("max_line_width_latin", max_line_width), ("max_lines", max_lines),
+                                           ("max_cue_duration", max_cue_duration)) if value is not None}
+    if style:
+        try:
+            StyleRules(**style)
+        except ValueError as exc:
+            raise UsageError(f"subtitle style: {exc}") from None
+        options["style"] = style
+    return options
 
 
 # ---------------------------------------------------------------------- reading
@@ -472,6 +507,7 @@ def worker(
 ) -> None:
     """Run a transcription worker: load the model once, then take jobs from the spool one at a time."""
     from klipnote import engines, envcheck
+    from klipnote.enhance import ALL_STEPS, SplitBy
     from klipnote.registry import worker_id
     from klipnote.worker import Worker, WorkerOptions, setup_logging
 
@@ -487,7 +523,9 @@ def worker(
     engine = engines.create(model, settings, device=resolved)
     spool = session.spool(create=True)
     options = WorkerOptions(lanes=engine.lanes, once=once, drain=drain, max_jobs=max_jobs, idle_exit=idle_exit,
-                            grace=grace, device=resolved, details=details)
+                            grace=grace, device=resolved, details=details,
+                            enhance=ALL_STEPS if settings.enable_optimization else (),
+                            split_by=SplitBy(settings.optimizer_engine))
     raise typer.Exit(Worker(spool, engine, options, worker_id(model.value, name), out=ready_line_out).run())
 
 

@@ -92,6 +92,17 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
     return parse
 
 
+def _bool(text: Any) -> bool:
+    if isinstance(text, bool):
+        return text
+    value = str(text).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("allowed: true or false (also 1/0, yes/no, on/off)")
+
+
 def _path(text: Any) -> Path:
     return Path(os.path.expanduser(str(text)))
 
@@ -141,6 +152,10 @@ SETTINGS: tuple[Setting, ...] = (
             "pyannote pipeline for --diarize: a hub id or a local folder with its config.yaml"),
     Setting("zh_script", _choice(*(z.value for z in ZhScript)), defaults.ZH_SCRIPT, ("KLIPNOTE_ZH_SCRIPT",),
             "Chinese characters in belle2 output: simplified, traditional, or original (as the model wrote)"),
+    Setting("enable_optimization", _bool, defaults.ENABLE_OPTIMIZATION, ("ENABLE_OPTIMIZATION",),
+            "run the enhancement pipeline after transcription (vad, refine, split)"),
+    Setting("optimizer_engine", _choice("auto", "words", "segments"), defaults.OPTIMIZER_ENGINE,
+            ("OPTIMIZER_ENGINE",), "how split builds cues: auto, words (word times) or segments"),
     Setting("hf_token", _optional_text, None, ("HF_TOKEN", "HUGGINGFACE_TOKEN"),
             "Hugging Face token for gated models (diarization)"),
     Setting("heartbeat_interval", _positive_float, defaults.HEARTBEAT_INTERVAL, ("KLIPNOTE_HEARTBEAT_INTERVAL",),

@@ -55,6 +55,10 @@ ALIGN_MODEL = "auto"
 DIARIZATION_MODEL = "pyannote/speaker-diarization-community-1"
 #: Chinese script of belle2 output (OpenCC): simplified, traditional, or original.
 ZH_SCRIPT = "simplified"
+#: Enhancement pipeline after transcription (vad, refine, split). Original service name: ENABLE_OPTIMIZATION.
+ENABLE_OPTIMIZATION = True
+#: How ``split`` builds cues: auto (words when timed), words, segments. Original name: OPTIMIZER_ENGINE.
+OPTIMIZER_ENGINE = "auto"
 #: Audio windows decoded together; halved on CUDA out-of-memory down to 1.
 BATCH_SIZE = 16
 #: BELLE-2's checkpoint: a hub id or a local folder. Original service name: BELLE2_MODEL_NAME.
@@ -67,3 +71,17 @@ WORKER_POLL_INTERVAL = 1.0
 #: Output formats; srt and json are always written.
 OUTPUT_FORMATS = ("srt", "vtt", "txt", "tsv", "json")
 ALWAYS_WRITTEN_FORMATS = ("srt", "json")
+
+#: Subtitle style rules (``klipnote.subtitles.StyleRules``), after the Netflix Timed Text Style Guide.
+#: Longest line of Latin-script text (characters, spaces and punctuation included).
+SUBTITLE_MAX_LINE_WIDTH_LATIN = 42
+#: Longest line of Chinese, Japanese or Korean text (characters, full-width punctuation included).
+SUBTITLE_MAX_LINE_WIDTH_CJK = 16
+#: Lines a cue may have.
+SUBTITLE_MAX_LINES = 2
+#: Longest a cue may stay on screen (seconds).
+SUBTITLE_MAX_CUE_DURATION = 7.0
+#: Shortest a cue should stay on screen when the next cue leaves room: 5/6 s, 20 frames at 24 fps.
+SUBTITLE_MIN_CUE_DURATION = 5 / 6
+#: Least time between the end of one cue and the start of the next (seconds); 0: they may touch.
+SUBTITLE_MIN_GAP = 0.0

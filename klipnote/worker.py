@@ -23,12 +23,14 @@ from typing import Any, TextIO
 from klipnote import __version__, defaults
 from klipnote.claim import Claim, WorkerRef, claim_next
 from klipnote.engines import Engine, JobOptions
+from klipnote.enhance import ALL_STEPS, Report, SplitBy, Step, enhance, parse_steps
 from klipnote.errors import ClaimLost, KlipnoteError, summary
 from klipnote.fsio import atomic_write_text
 from klipnote.job import Lane, Manifest, Stage, output_name
 from klipnote.registry import Registry, WorkerRecord, WorkerState
 from klipnote.routing import Route, route_after_detection
 from klipnote.spool import HOSTNAME, Spool
+from klipnote.subtitles import Cue, StyleRules
 from klipnote.transcript import Transcript
 
 log = logging.getLogger("klipnote.worker")
@@ -58,6 +60,8 @@ class WorkerOptions:
     poll_interval: float = defaults.WORKER_POLL_INTERVAL
     device: str = "cpu"
     details: dict[str, Any] = field(default_factory=dict)
+    enhance: tuple[Step, ...] = ALL_STEPS  # steps for jobs that do not choose (ENABLE_OPTIMIZATION)
+    split_by: SplitBy = SplitBy.AUTO  # OPTIMIZER_ENGINE
 
 
 class JobLog:
@@ -228,9 +232,12 @@ class Worker:
             if transcript.language_probability is None:
                 transcript.language_probability = probability
             timings["transcribe"] = time.monotonic() - started - timings["decode"]
+            progress(Stage.ENHANCING, 0.0)
+            cues, report = self._enhance(transcript, audio_samples, manifest)
+            timings["enhance"] = time.monotonic() - started - timings["decode"] - timings["transcribe"]
             progress(Stage.WRITING, 0.0)
             timings["total"] = time.monotonic() - started
-            files = self._write_outputs(claim, transcript, timings, audio.seconds(audio_samples))
+            files = self._write_outputs(claim, transcript, cues, report, timings, audio.seconds(audio_samples))
             problems = deliver(files, manifest)
             for problem in problems:
                 job_log.write(problem)
@@ -278,8 +285,14 @@ class Worker:
                 job_log.write(f"out of memory; retrying with batch size {self.engine.batch_size}")
                 log.warning("out of memory; retrying with batch size %d", self.engine.batch_size)
 
-    def _write_outputs(self, claim: Claim, transcript: Transcript, timings: dict[str, float],
-                       duration: float) -> dict[str, Path]:
+    def _enhance(self, transcript: Transcript, samples: Any, manifest: Manifest) -> tuple[list[Cue], Report]:
+        """The job's enhancement steps (its own, else this worker's default) and its style rules."""
+        steps = parse_steps(manifest.options["enhance"]) if "enhance" in manifest.options else self.options.enhance
+        rules = StyleRules(**manifest.options.get("style", {}))
+        return enhance(transcript, samples, steps, self.options.split_by, rules)
+
+    def _write_outputs(self, claim: Claim, transcript: Transcript, cues: list[Cue], report: Report,
+                       timings: dict[str, float], duration: float) -> dict[str, Path]:
         from klipnote import writers
 
         manifest = claim.manifest
@@ -290,6 +303,7 @@ class Worker:
             "batch_size": self.engine.batch_size,
             "word_timestamps": transcript.word_timing.value,
             "word_timestamps_note": transcript.word_timing_note,
+            "enhancement": report.steps,
             "routing": claim.status.routing,
             "attempt": claim.attempt,
             "worker": self.record.id,
@@ -298,7 +312,7 @@ class Worker:
             "real_time_factor": round(timings["total"] / duration, 4) if duration else None,
         }
         written = {}
-        for name, text in writers.render(transcript, manifest.formats, metadata).items():
+        for name, text in writers.render(transcript, manifest.formats, metadata, cues).items():
             path = claim.output_dir / name
             atomic_write_text(path, text, self.spool.file_mode)
             written[name] = path

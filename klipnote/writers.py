@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from klipnote.job import OutputFormat, output_name
-from klipnote.subtitles import Cue, cues_from_segments
+from klipnote.subtitles import Cue, build_cues
 from klipnote.transcript import Transcript
 
 
@@ -75,7 +75,9 @@ _RENDER: dict[OutputFormat, Callable[[Transcript, list[Cue], dict[str, Any]], st
 }
 
 
-def render(transcript: Transcript, formats: tuple[OutputFormat, ...], metadata: dict[str, Any]) -> dict[str, str]:
-    """Every requested output, keyed by its file name in the job folder."""
-    cues = cues_from_segments(transcript)
+def render(transcript: Transcript, formats: tuple[OutputFormat, ...], metadata: dict[str, Any],
+           cues: list[Cue] | None = None) -> dict[str, str]:
+    """Every requested output, keyed by its file name in the job folder; cues by the default style
+    rules unless given (the enhancement pipeline builds them)."""
+    cues = build_cues(transcript) if cues is None else cues
     return {output_name(fmt): _RENDER[fmt](transcript, cues, metadata) for fmt in formats}

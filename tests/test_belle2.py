@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from klipnote.audio import SAMPLE_RATE, decode
+from klipnote.subtitles import Cue, StyleRules, check_rules
 
 from .e2ekit import belle2_checkpoint, cli, job, submit, worker_env
 from .textmetrics import cer
@@ -119,6 +120,13 @@ def test_long_audio_gives_segments_that_follow_the_speech(run):
     assert all(a["end"] <= b["start"] + 1e-6 for a, b in pairwise(segments))
     assert best_cer(ZH * REPEATS, got["text"]) <= 0.4, got["text"]
     assert run["jobs"]["long"]["outputs"]["vtt"].startswith("WEBVTT")
+
+
+def test_mandarin_subtitles_follow_the_cjk_style_rules(run):
+    got = result(run, "long")
+    cues = [Cue(c["start"], c["end"], c["text"], c.get("speaker")) for c in got["cues"]]
+    assert cues and check_rules(cues, StyleRules()) == []
+    assert all(len(line) <= 16 for c in cues for line in c.text.split("\n"))
 
 
 def test_a_job_known_not_to_be_mandarin_is_refused_not_translated(run):

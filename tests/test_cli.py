@@ -767,3 +767,20 @@ def test_a_queued_job_no_live_worker_serves_is_warned_about(cli, spool_dir, wav)
     register_worker(spool_dir, ["belle2"])
     assert "warning" not in status_of(cli, job_id)
     assert "warning" not in expect(cli("list"), 0).stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [(["--enhance", "vad,denoise"], "unknown step denoise"), (["--max-lines", "0"], "--max-lines"),
+     (["--max-cue-duration", "0.5"], "--max-cue-duration")],
+)
+def test_bad_enhancement_or_style_options_are_usage_errors(cli, spool_dir, wav, args, says):
+    proc = expect(cli("submit", *args, wav), 2)
+    assert says in proc.stderr
+    assert not (spool_dir / "jobs").exists() or not any((spool_dir / "jobs").iterdir())
+
+
+def test_enhancement_and_style_choices_are_kept_with_the_job(cli, spool_dir, wav):
+    job_id = submit_one(cli, "--enhance", "split,vad", "--max-line-width", "30", "--max-lines", "1", wav)
+    manifest = json.loads((spool_dir / "jobs" / job_id / "manifest.json").read_text())
+    assert manifest["options"] == {"enhance": "vad,split", "style": {"max_line_width_latin": 30, "max_lines": 1}}

