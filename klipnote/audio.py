@@ -30,7 +30,7 @@ def decode(path: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
         raise DecodeError(f"ffmpeg could not decode {path.name}: {lines[-1] if lines else proc.returncode}")
-    samples = np.frombuffer(proc.stdout, dtype=np.float32)
+    samples = np.frombuffer(proc.stdout, dtype=np.float32).copy()  # writable: torch.from_numpy wants that
     if samples.size == 0:
         raise DecodeError(f"{path.name} decoded to no audio samples")
     return samples

