@@ -22,9 +22,8 @@ then timed ``--repeat`` times per input file (the median is reported):
 Both get the same float32 samples (``klipnote.audio.decode``, 16 kHz mono) and the same dtype
 (float16 on cuda, float32 on cpu, as the engine chooses). The methods run one after the other in
 this process (engine first); the first is dropped before the second loads. Torch CPU threads:
-``silero_vad`` calls ``torch.set_num_threads(1)`` when it is imported, which the engine's
-``load()`` does, so on cpu the engine as shipped decodes on one thread; the thread count is put
-back to the process default before each method loads, the table shows what each method ran with,
+the count is put back to the process default before each method loads (importing ``silero_vad``
+sets one thread; the engine restores the count itself), the table shows what each method ran with,
 and ``--threads N`` sets N for every method after loading (a like-for-like comparison).
 
 Inputs (``--corpus``, default ``../shared/corpus`` or ``KLIPNOTE_CORPUS``), unless files are given:
@@ -153,8 +152,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pipeline-num-beams", type=int,
                         help="give the pipeline this num_beams (default: what the pipeline picks itself)")
     parser.add_argument("--threads", type=int,
-                        help="torch CPU threads for the timed runs of every method (default: whatever loading left: "
-                             "the engine's silero-vad import sets 1, the pipeline keeps the process default)")
+                        help="torch CPU threads for the timed runs of every method (default: whatever loading "
+                             "left, normally the process default)")
     parser.add_argument("--corpus", type=Path,
                         default=Path(os.environ.get("KLIPNOTE_CORPUS", REPO.parent / "shared" / "corpus")))
     parser.add_argument("--cache", type=Path, help="where the default checkpoint is built (default: klipnote's cache)")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from klipnote.models import OFFLINE_MODELS, assemble
+from klipnote.subtitles import Cue
 
 from .conftest import REPO
 from .ct2_whisper import build_transformers_checkpoint
@@ -48,6 +49,11 @@ def job(spool: Path, job_id: str) -> dict[str, Any]:
     outputs = {p.suffix[1:]: p.read_text() for p in folder.glob("transcript.*")}
     return {"status": json.loads((folder / "status.json").read_text()), "outputs": outputs,
             "result": json.loads(outputs["json"]) if "json" in outputs else None}
+
+
+def cues_of(result: dict[str, Any]) -> list[Cue]:
+    """The subtitle cues of a result JSON, as the objects the style-rule checks take."""
+    return [Cue(c["start"], c["end"], c["text"], c.get("speaker")) for c in result["cues"]]
 
 
 def belle2_checkpoint(model_cache: Path) -> Path:

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from klipnote.subtitles import Cue, StyleRules, check_rules
+from klipnote.subtitles import StyleRules, check_rules
 
-from .e2ekit import belle2_checkpoint, cli, job, submit, worker_env
+from .e2ekit import belle2_checkpoint, cli, cues_of, job, submit, worker_env
 from .speech import PAUSE, REPEATS, long_mandarin
 from .textmetrics import cer
 
@@ -112,7 +112,7 @@ def test_long_audio_gives_segments_that_follow_the_speech(run):
 
 def test_mandarin_subtitles_follow_the_cjk_style_rules(run):
     got = result(run, "long")
-    cues = [Cue(c["start"], c["end"], c["text"], c.get("speaker")) for c in got["cues"]]
+    cues = cues_of(got)
     assert cues and check_rules(cues, StyleRules()) == []
     assert all(len(line) <= 16 for c in cues for line in c.text.split("\n"))
 

@@ -20,10 +20,10 @@ import pytest
 
 from klipnote.errors import KlipnoteError
 from klipnote.models import OFFLINE_MODELS, OfflineModel, assemble
-from klipnote.subtitles import Cue, StyleRules, check_rules
+from klipnote.subtitles import StyleRules, check_rules
 
 from .conftest import ffmpeg
-from .e2ekit import WHISPERX_WORKER, cli, job, submit, worker_env
+from .e2ekit import WHISPERX_WORKER, cli, cues_of, job, submit, worker_env
 from .spoolkit import damage
 from .textmetrics import wer
 
@@ -214,10 +214,6 @@ def test_a_missing_model_package_names_the_install_command(tmp_path, monkeypatch
 
 
 # ---------------------------------------------------------------------- subtitles
-
-
-def cues_of(result_json: dict) -> list[Cue]:
-    return [Cue(c["start"], c["end"], c["text"], c.get("speaker")) for c in result_json["cues"]]
 
 
 @pytest.mark.parametrize("name", ["whole-earth", "jfk", "german"])
