@@ -189,9 +189,6 @@ class Settings:
         except KeyError:
             raise AttributeError(name) from None
 
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self._values)
-
 
 def _parse(setting: Setting, raw: Any, where: str) -> Any:
     try:

@@ -10,11 +10,8 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
 from pathlib import Path
 from typing import Any
-
-_COPY_CHUNK = 1024 * 1024
 
 
 def fsync_dir(path: Path) -> None:
@@ -57,21 +54,6 @@ def atomic_write_text(target: Path, text: str, mode: int = 0o600) -> None:
 
 def atomic_write_json(target: Path, obj: Any, mode: int = 0o600) -> None:
     atomic_write_text(target, json.dumps(obj, ensure_ascii=False, indent=2) + "\n", mode)
-
-
-def atomic_copy(source: Path, target: Path, mode: int = 0o600) -> None:
-    """Copy ``source`` to ``target`` with the same all-or-nothing promise as the writes above."""
-    tmp = temp_name(target)
-    try:
-        with open(source, "rb") as src, open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as dst:
-            shutil.copyfileobj(src, dst, _COPY_CHUNK)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    fsync_dir(target.parent)
 
 
 def read_json(path: Path) -> dict[str, Any]:
