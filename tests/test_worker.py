@@ -269,3 +269,34 @@ def test_auto_jobs_stay_on_whisperx_otherwise(spool, spool_dir, media, heard, re
     status = spool.load_status(job_id)
     assert (status.state, status.lane, status.engine) == (JobState.DONE, Lane.AUTO, "fake")
     assert status.routing["decided"] == "whisperx" and status.routing["reason"].startswith(reason)
+
+
+# ---------------------------------------------------------------------- submit --wait, per-job enhancement
+
+
+def test_submit_wait_returns_when_the_jobs_end_with_their_outcome(spool, spool_dir, media):
+    worker = start_worker(spool_dir, "--idle-exit", "15", env={"FAKE_FAIL_LANGUAGE": "xx-fail"})
+    try:
+        cmd = [sys.executable, "-m", "klipnote", "--spool", str(spool_dir), "submit", "--wait", "--json"]
+        done = subprocess.run([*cmd, str(media["wav"])], capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)[0]["state"] == "done"
+        failed = subprocess.run([*cmd, "-l", "xx-fail", str(media["wav"])], capture_output=True, text=True,
+                                timeout=120, check=False)
+        assert failed.returncode == 1
+        assert json.loads(failed.stdout)[0]["state"] == "failed"
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+
+
+def test_a_job_without_enhancement_keeps_one_cue_per_segment(spool, spool_dir, media):
+    plain, enhanced = (submit_paths(spool, expand([str(media["wav"])], recursive=False, stdin=None),
+                                    JobRequest(model=Model.WHISPERX, options=options), LIMITS)[0].status.id
+                       for options in ({"enhance": "none"}, {}))
+    assert run_worker(spool_dir, "--drain").returncode == 0
+    kept = json.loads((spool.job_dir(plain) / "transcript.json").read_text())
+    assert kept["metadata"]["enhancement"] == []
+    assert [c["text"] for c in kept["cues"]] == [s["text"] for s in kept["segments"]]
+    steps = json.loads((spool.job_dir(enhanced) / "transcript.json").read_text())["metadata"]["enhancement"]
+    assert [s["step"] for s in steps] == ["vad", "refine", "split"]
