@@ -1,8 +1,4 @@
-"""The ``klipnote`` command: a thin layer that parses, calls the library, and prints.
-
-Exit codes: 0 success; 1 the operation failed (a rejected input, a job not done, a job that
-failed); 2 the command line or configuration is wrong; 124 ``wait`` timed out; 130 interrupted.
-"""
+"""Commands on jobs: submit, status, list, result, wait, cancel, retry, gc."""
 
 from __future__ import annotations
 
@@ -13,71 +9,13 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from klipnote import __version__, defaults, render
-from klipnote.config import Settings, load_settings, parse_duration
+from klipnote import defaults, render
+from klipnote.cli.app import EXIT_TIMEOUT, IdsArg, JsonFlag, app, session_of
+from klipnote.config import parse_duration
 from klipnote.errors import KlipnoteError, UsageError
 from klipnote.job import JobRequest, JobState, Lane, Model, OutputFormat, Status, ZhScript, output_name
 from klipnote.registry import Registry
 from klipnote.spool import Spool
-
-EXIT_TIMEOUT = 124
-
-app = typer.Typer(
-    name="klipnote",
-    help="Batch transcription from the shell: submit audio and video files to a spool; "
-    "long-running workers turn them into subtitles and transcripts.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print stable JSON for scripts instead of a table.")]
-IdsArg = Annotated[list[str], typer.Argument(metavar="ID...", help="Job ids or unique prefixes of them.")]
-
-
-class Session:
-    """Settings and spool for one command, loaded on first use."""
-
-    def __init__(self, flags: dict[str, object]) -> None:
-        self.flags = flags
-        self._settings: Settings | None = None
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = load_settings(self.flags)
-        return self._settings
-
-    def spool(self, *, create: bool = False) -> Spool:
-        return Spool.from_settings(self.settings, create=create)
-
-
-def _session(ctx: typer.Context) -> Session:
-    return ctx.find_root().obj
-
-
-def _version(value: bool) -> None:
-    if value:
-        sys.stdout.write(f"klipnote {__version__}\n")
-        raise typer.Exit()
-
-
-@app.callback()
-def root(
-    ctx: typer.Context,
-    spool: Annotated[
-        Optional[Path],
-        typer.Option("--spool", metavar="DIR", help="Spool directory; overrides KLIPNOTE_SPOOL and the config file."),
-    ] = None,
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
-    ] = False,
-) -> None:
-    ctx.obj = Session({"spool": spool})
-
-
-# ---------------------------------------------------------------------- submit
 
 
 @app.command()
@@ -165,7 +103,7 @@ def submit(
 
     if not files:
         raise UsageError("no input files: give FILE..., a folder with --recursive, or - to read paths from stdin")
-    session = _session(ctx)
+    session = session_of(ctx)
     settings = session.settings
     if output_dir is not None:
         if output_dir.exists() and not output_dir.is_dir():
@@ -264,7 +202,7 @@ def _resolve_all(spool: Spool, ids: list[str]) -> tuple[list[Status], int]:
 @app.command()
 def status(ctx: typer.Context, ids: IdsArg, json_out: JsonFlag = False) -> None:
     """Show jobs: state, stage and progress, lane, engine, attempt, worker, times, outputs."""
-    spool = _session(ctx).spool()
+    spool = session_of(ctx).spool()
     spool.reap()
     statuses, code = _resolve_all(spool, ids)
     warnings = Registry(spool).unserved(statuses)
@@ -298,7 +236,7 @@ def list_jobs(
     json_out: JsonFlag = False,
 ) -> None:
     """List jobs, newest first."""
-    spool = _session(ctx).spool()
+    spool = session_of(ctx).spool()
     spool.reap()
     shown: list[Status] = []
     for job_id in reversed(spool.job_ids()):
@@ -334,7 +272,7 @@ def result(
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Which output to print.")] = OutputFormat.SRT,
 ) -> None:
     """Print a finished job's output (SRT by default) to standard output."""
-    spool = _session(ctx).spool()
+    spool = session_of(ctx).spool()
     spool.reap()
     job_id = spool.resolve(job)
     current = spool.load_status(job_id)
@@ -411,7 +349,7 @@ def wait_cmd(
         limit = parse_duration(timeout) if timeout is not None else None
     except ValueError as exc:
         raise UsageError(f"--timeout {timeout!r}: {exc}") from None
-    spool = _session(ctx).spool()
+    spool = session_of(ctx).spool()
     found, code = _resolve_all(spool, ids)
     if code:
         raise typer.Exit(code)
@@ -428,7 +366,7 @@ def wait_cmd(
 
 
 def _apply(ctx: typer.Context, ids: list[str], action: str, json_out: bool) -> None:
-    spool = _session(ctx).spool()
+    spool = session_of(ctx).spool()
     changed, code = [], 0
     for text in ids:
         try:
@@ -471,74 +409,10 @@ def gc(
         age = parse_duration(older_than)
     except ValueError as exc:
         raise UsageError(f"--older-than {older_than!r}: {exc}") from None
-    spool = _session(ctx).spool()
+    spool = session_of(ctx).spool()
     removed = spool.gc(age, dry_run=dry_run)
     if json_out:
         render.print_json({"removed": removed, "dry_run": dry_run})
         return
     verb = "would remove" if dry_run else "removed"
     render.console().print(f"{verb} {len(removed)} item(s)" + "".join(f"\n  {r}" for r in removed))
-
-
-# ---------------------------------------------------------------------- worker
-
-
-@app.command()
-def worker(
-    ctx: typer.Context,
-    model: Annotated[Model, typer.Option(
-        help="Which engine this worker runs: whisperx (serves lanes whisperx and auto) or belle2.")],
-    device: Annotated[Optional[str], typer.Option(
-        help="auto, cuda or cpu. Default: WHISPER_DEVICE, else auto (cuda when torch sees a GPU).")] = None,
-    gpu: Annotated[Optional[int], typer.Option(min=0, help="Use only this GPU (sets CUDA_VISIBLE_DEVICES).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(
-        min=1, help="Audio windows decoded together; halved automatically on out-of-memory.")] = None,
-    whisper_model: Annotated[Optional[str], typer.Option(
-        help="whisperx model: a name, a local CTranslate2 folder, or base-offline. Default: WHISPER_MODEL.")] = None,
-    once: Annotated[bool, typer.Option("--once", help="Run one job, then exit.")] = False,
-    drain: Annotated[bool, typer.Option("--drain", help="Exit 0 once the lanes are empty (for cron).")] = False,
-    max_jobs: Annotated[Optional[int], typer.Option(min=1, help="Exit after this many jobs.")] = None,
-    idle_exit: Annotated[Optional[float], typer.Option(
-        min=0, metavar="SECONDS", help="Exit after this long without a job.")] = None,
-    grace: Annotated[float, typer.Option(
-        min=0, metavar="SECONDS", help="On SIGTERM/SIGINT, let the current job run this long before handing "
-        "it back to the queue.")] = defaults.STOP_GRACE,
-    name: Annotated[Optional[str], typer.Option(help="Worker id (default: MODEL-HOST-PID).")] = None,
-) -> None:
-    """Run a transcription worker: load the model once, then take jobs from the spool one at a time."""
-    from klipnote import engines, envcheck
-    from klipnote.enhance import ALL_STEPS, SplitBy
-    from klipnote.registry import worker_id
-    from klipnote.worker import Worker, WorkerOptions, setup_logging
-
-    if model is Model.AUTO:
-        raise UsageError("a worker runs one engine: --model whisperx or --model belle2")
-    session = _session(ctx)
-    session.flags.update(device=device, whisper_model=whisper_model, batch_size=batch_size)
-    settings = session.settings
-    setup_logging()
-    ready_line_out, sys.stdout = sys.stdout, sys.stderr  # stdout carries the ready line only; libraries print
-    envcheck.select_gpu(gpu)
-    resolved, details = envcheck.check(model.value, settings.device)
-    engine = engines.create(model, settings, device=resolved)
-    spool = session.spool(create=True)
-    options = WorkerOptions(lanes=engine.lanes, once=once, drain=drain, max_jobs=max_jobs, idle_exit=idle_exit,
-                            grace=grace, device=resolved, details=details,
-                            enhance=ALL_STEPS if settings.enable_optimization else (),
-                            split_by=SplitBy(settings.optimizer_engine))
-    raise typer.Exit(Worker(spool, engine, options, worker_id(model.value, name), out=ready_line_out).run())
-
-
-def main() -> None:
-    """Console-script entry point: every :class:`KlipnoteError` becomes one line and its exit code."""
-    try:
-        app(prog_name="klipnote")
-    except KlipnoteError as exc:
-        render.error(str(exc))
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        render.error("interrupted")
-        sys.exit(130)
-    except BrokenPipeError:  # `klipnote list | head`: the reader left; that is not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)

@@ -1,0 +1,93 @@
+"""The ``klipnote`` application object, the per-command session and the entry point.
+
+Commands live in sibling modules (jobs, workers, ...), each a thin layer that parses, calls the
+library, and prints; importing :mod:`klipnote.cli` registers them all.
+
+Exit codes: 0 success; 1 the operation failed (a rejected input, a job not done, a job that
+failed); 2 the command line or configuration is wrong; 124 ``wait`` timed out; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from klipnote import __version__, render
+from klipnote.config import Settings, load_settings
+from klipnote.errors import KlipnoteError
+from klipnote.spool import Spool
+
+EXIT_TIMEOUT = 124
+
+app = typer.Typer(
+    name="klipnote",
+    help="Batch transcription from the shell: submit audio and video files to a spool; "
+    "long-running workers turn them into subtitles and transcripts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print stable JSON for scripts instead of a table.")]
+IdsArg = Annotated[list[str], typer.Argument(metavar="ID...", help="Job ids or unique prefixes of them.")]
+
+
+class Session:
+    """Settings and spool for one command, loaded on first use."""
+
+    def __init__(self, flags: dict[str, object]) -> None:
+        self.flags = flags
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.flags)
+        return self._settings
+
+    def spool(self, *, create: bool = False) -> Spool:
+        return Spool.from_settings(self.settings, create=create)
+
+
+def session_of(ctx: typer.Context) -> Session:
+    return ctx.find_root().obj
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"klipnote {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    spool: Annotated[
+        Optional[Path],
+        typer.Option("--spool", metavar="DIR", help="Spool directory; overrides KLIPNOTE_SPOOL and the config file."),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    ctx.obj = Session({"spool": spool})
+
+
+def main() -> None:
+    """Console-script entry point: every :class:`KlipnoteError` becomes one line and its exit code."""
+    try:
+        app(prog_name="klipnote")
+    except KlipnoteError as exc:
+        render.error(str(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        render.error("interrupted")
+        sys.exit(130)
+    except BrokenPipeError:  # `klipnote list | head`: the reader left; that is not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)

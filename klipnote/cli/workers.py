@@ -1,0 +1,59 @@
+"""Commands about workers: running one."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from klipnote import defaults
+from klipnote.cli.app import app, session_of
+from klipnote.errors import UsageError
+from klipnote.job import Model
+
+
+@app.command()
+def worker(
+    ctx: typer.Context,
+    model: Annotated[Model, typer.Option(
+        help="Which engine this worker runs: whisperx (serves lanes whisperx and auto) or belle2.")],
+    device: Annotated[Optional[str], typer.Option(
+        help="auto, cuda or cpu. Default: WHISPER_DEVICE, else auto (cuda when torch sees a GPU).")] = None,
+    gpu: Annotated[Optional[int], typer.Option(min=0, help="Use only this GPU (sets CUDA_VISIBLE_DEVICES).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        min=1, help="Audio windows decoded together; halved automatically on out-of-memory.")] = None,
+    whisper_model: Annotated[Optional[str], typer.Option(
+        help="whisperx model: a name, a local CTranslate2 folder, or base-offline. Default: WHISPER_MODEL.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Run one job, then exit.")] = False,
+    drain: Annotated[bool, typer.Option("--drain", help="Exit 0 once the lanes are empty (for cron).")] = False,
+    max_jobs: Annotated[Optional[int], typer.Option(min=1, help="Exit after this many jobs.")] = None,
+    idle_exit: Annotated[Optional[float], typer.Option(
+        min=0, metavar="SECONDS", help="Exit after this long without a job.")] = None,
+    grace: Annotated[float, typer.Option(
+        min=0, metavar="SECONDS", help="On SIGTERM/SIGINT, let the current job run this long before handing "
+        "it back to the queue.")] = defaults.STOP_GRACE,
+    name: Annotated[Optional[str], typer.Option(help="Worker id (default: MODEL-HOST-PID).")] = None,
+) -> None:
+    """Run a transcription worker: load the model once, then take jobs from the spool one at a time."""
+    from klipnote import engines, envcheck
+    from klipnote.enhance import ALL_STEPS, SplitBy
+    from klipnote.registry import worker_id
+    from klipnote.worker import Worker, WorkerOptions, setup_logging
+
+    if model is Model.AUTO:
+        raise UsageError("a worker runs one engine: --model whisperx or --model belle2")
+    session = session_of(ctx)
+    session.flags.update(device=device, whisper_model=whisper_model, batch_size=batch_size)
+    settings = session.settings
+    setup_logging()
+    ready_line_out, sys.stdout = sys.stdout, sys.stderr  # stdout carries the ready line only; libraries print
+    envcheck.select_gpu(gpu)
+    resolved, details = envcheck.check(model.value, settings.device)
+    engine = engines.create(model, settings, device=resolved)
+    spool = session.spool(create=True)
+    options = WorkerOptions(lanes=engine.lanes, once=once, drain=drain, max_jobs=max_jobs, idle_exit=idle_exit,
+                            grace=grace, device=resolved, details=details,
+                            enhance=ALL_STEPS if settings.enable_optimization else (),
+                            split_by=SplitBy(settings.optimizer_engine))
+    raise typer.Exit(Worker(spool, engine, options, worker_id(model.value, name), out=ready_line_out).run())
