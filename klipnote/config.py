@@ -7,6 +7,7 @@ original service's variable names keep working), and command-line flags.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -42,6 +43,8 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 def parse_size(text: str | int) -> int:
     """Bytes from ``2147483648``, ``2GiB``, ``500MB``."""
+    if isinstance(text, bool):
+        raise ValueError("expected bytes, optionally with a unit such as 500MB or 2GiB")
     if isinstance(text, int):
         value = text
     else:
@@ -69,17 +72,30 @@ def parse_duration(text: str | int | float) -> float:
 
 
 def _positive_float(text: Any) -> float:
-    value = float(text)
-    if value <= 0:
-        raise ValueError("must be greater than 0")
+    try:
+        value = float(text) if not isinstance(text, bool) else math.nan
+    except (TypeError, ValueError):
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise ValueError("allowed: a number greater than 0")
     return value
 
 
 def _positive_int(text: Any) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError("must be a whole number greater than 0")
-    return value
+    try:
+        value = float(text) if not isinstance(text, bool) else math.nan
+    except (TypeError, ValueError):
+        value = math.nan
+    if not value >= 1 or not value.is_integer():
+        raise ValueError("allowed: a whole number greater than 0")
+    return int(value)
+
+
+def _text(text: Any) -> str:
+    """A name or a path; TOML tables, lists and booleans are mistakes, not names."""
+    if isinstance(text, (dict, list, bool)) or not str(text).strip():
+        raise ValueError("allowed: a non-empty name or path")
+    return str(text).strip()
 
 
 def _choice(*allowed: str) -> Callable[[Any], str]:
@@ -104,21 +120,31 @@ def _bool(text: Any) -> bool:
 
 
 def _path(text: Any) -> Path:
-    return Path(os.path.expanduser(str(text)))
+    return Path(os.path.expanduser(_text(text)))
 
 
 def _optional_text(text: Any) -> str | None:
+    if isinstance(text, (dict, list, bool)):
+        raise ValueError("allowed: text")
     value = str(text).strip()
     return value or None
 
 
 @dataclass(frozen=True)
 class Setting:
+    """One setting: its file key, parser, default, environment names (first wins) and help.
+
+    ``secret`` values are never printed; ``example`` is what ``config init`` suggests for a
+    setting that has no default of its own.
+    """
+
     name: str
     parse: Callable[[Any], Any]
     default: Any
     env: tuple[str, ...]
     help: str
+    secret: bool = False
+    example: Any = None
 
 
 def _default_spool(env: Mapping[str, str]) -> Path:
@@ -127,28 +153,31 @@ def _default_spool(env: Mapping[str, str]) -> Path:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("spool", _path, None, ("KLIPNOTE_SPOOL",), "spool directory (default $XDG_DATA_HOME/klipnote/spool)"),
+    Setting("spool", _path, None, ("KLIPNOTE_SPOOL",), "spool directory (default $XDG_DATA_HOME/klipnote/spool)",
+            example="/srv/klipnote/spool"),
     Setting("spool_group", _optional_text, None, ("KLIPNOTE_SPOOL_GROUP",),
-            "Unix group that may share the spool (default: private to its owner)"),
+            "Unix group that may share the spool (default: private to its owner)", example="transcribers"),
     Setting("default_model", _choice(*(m.value for m in Model)), defaults.DEFAULT_MODEL,
             ("DEFAULT_TRANSCRIPTION_MODEL",), "model for jobs submitted without --model: auto, belle2 or whisperx"),
     Setting("max_file_size", parse_size, defaults.MAX_FILE_SIZE, ("MAX_FILE_SIZE",),
             "largest input accepted, in bytes or with a unit (2GiB)"),
     Setting("max_duration_hours", _positive_float, defaults.MAX_DURATION_HOURS, ("MAX_DURATION_HOURS",),
             "longest input accepted, in hours"),
-    Setting("whisper_model", str, defaults.WHISPER_MODEL, ("WHISPER_MODEL",),
+    Setting("whisper_model", _text, defaults.WHISPER_MODEL, ("WHISPER_MODEL",),
             "whisperx model: a name (large-v2), a local CTranslate2 folder, or base-offline"),
     Setting("device", _choice("auto", "cuda", "cpu"), defaults.DEVICE, ("WHISPER_DEVICE",),
             "where workers run models: auto, cuda or cpu"),
     Setting("compute_type", _choice("auto", "float16", "float32", "int8", "int8_float16", "bfloat16"),
-            defaults.COMPUTE_TYPE, ("WHISPER_COMPUTE_TYPE",), "precision of the whisperx model"),
+            defaults.COMPUTE_TYPE, ("WHISPER_COMPUTE_TYPE",),
+            "precision of the whisperx model: auto (float16 on cuda, int8 on cpu), float16, float32, int8, "
+            "int8_float16 or bfloat16"),
     Setting("batch_size", _positive_int, defaults.BATCH_SIZE, ("KLIPNOTE_BATCH_SIZE",),
             "audio windows decoded together"),
-    Setting("align_model", str, defaults.ALIGN_MODEL, ("KLIPNOTE_ALIGN_MODEL",),
+    Setting("align_model", _text, defaults.ALIGN_MODEL, ("KLIPNOTE_ALIGN_MODEL",),
             "wav2vec2 model timing whisperx words: auto (whisperx's choice per language), off, a name or a folder"),
-    Setting("belle2_model", str, defaults.BELLE2_MODEL, ("BELLE2_MODEL_NAME",),
+    Setting("belle2_model", _text, defaults.BELLE2_MODEL, ("BELLE2_MODEL_NAME",),
             "BELLE-2 checkpoint: a hub id or a local folder"),
-    Setting("diarization_model", str, defaults.DIARIZATION_MODEL, ("KLIPNOTE_DIARIZATION_MODEL",),
+    Setting("diarization_model", _text, defaults.DIARIZATION_MODEL, ("KLIPNOTE_DIARIZATION_MODEL",),
             "pyannote pipeline for --diarize: a hub id or a local folder with its config.yaml"),
     Setting("zh_script", _choice(*(z.value for z in ZhScript)), defaults.ZH_SCRIPT, ("KLIPNOTE_ZH_SCRIPT",),
             "Chinese characters in belle2 output: simplified, traditional, or original (as the model wrote)"),
@@ -157,7 +186,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("optimizer_engine", _choice("auto", "words", "segments"), defaults.OPTIMIZER_ENGINE,
             ("OPTIMIZER_ENGINE",), "how split builds cues: auto, words (word times) or segments"),
     Setting("hf_token", _optional_text, None, ("HF_TOKEN", "HUGGINGFACE_TOKEN"),
-            "Hugging Face token for gated models (diarization)"),
+            "Hugging Face token for gated models (diarization)", secret=True, example="hf_..."),
     Setting("heartbeat_interval", _positive_float, defaults.HEARTBEAT_INTERVAL, ("KLIPNOTE_HEARTBEAT_INTERVAL",),
             "seconds between a worker's heartbeats"),
     Setting("lease_ttl", _positive_float, defaults.LEASE_TTL, ("KLIPNOTE_LEASE_TTL",),
@@ -215,7 +244,7 @@ def load_settings(flags: Mapping[str, Any] | None = None, environ: Mapping[str, 
             setting = _BY_NAME.get(key)
             if setting is None:
                 raise ConfigError(f"unknown setting {key!r} in {path}; known settings: {', '.join(_BY_NAME)}")
-            values[key] = _parse(setting, raw, str(path))
+            values[key] = _parse(setting, raw, f"file {path}")
             sources[key] = f"file {path}"
 
     for setting in SETTINGS:
@@ -230,3 +259,96 @@ def load_settings(flags: Mapping[str, Any] | None = None, environ: Mapping[str, 
             values[key] = _parse(_BY_NAME[key], raw, "the command line")
             sources[key] = "flag"
     return Settings(values, sources)
+
+
+# ---------------------------------------------------------------------- showing and writing settings
+
+#: What ``config show`` prints instead of a secret's value.
+MASK = "********"
+
+
+def describe(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Every setting as plain data: value (secrets masked), source, origin, environment names, default.
+
+    ``source`` is ``default``, ``file``, ``environment`` or ``flag``; ``origin`` is the file's path
+    or the variable's name (None for defaults and flags). Paths become strings, so this is JSON.
+    """
+    described = {}
+    for setting in SETTINGS:
+        value = getattr(settings, setting.name)
+        if setting.secret and value is not None:
+            value = MASK
+        source, _, origin = settings.sources[setting.name].partition(" ")
+        described[setting.name] = {
+            "value": _plain(value),
+            "source": source,
+            "origin": origin or None,
+            "env": list(setting.env),
+            "default": None if setting.secret else _plain(setting.default),
+        }
+    return described
+
+
+def exposure_warnings(settings: Settings) -> list[str]:
+    """A secret read from a config file that other users can read is a leaked secret: say so."""
+    warnings = []
+    for setting in SETTINGS:
+        source, _, origin = settings.sources[setting.name].partition(" ")
+        if setting.secret and source == "file":
+            mode = Path(origin).stat().st_mode & 0o777
+            if mode & 0o077:
+                warnings.append(f"{origin} holds {setting.name} and others may read it (mode {mode:04o}): "
+                                f"chmod 600 {origin}")
+    return warnings
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
+
+
+def template() -> str:
+    """A commented TOML config file: every setting with its help, environment names and default.
+
+    Every value line is commented out, so the file changes nothing until a line is uncommented
+    and a default that changes in a later release still reaches users who never touched it.
+    Uncommented as written, each line is valid and loads to the default (or to the example of a
+    setting without one).
+    """
+    import tomli_w
+
+    lines = [
+        "# klipnote configuration (TOML).",
+        "#",
+        "# Precedence, lowest first: built-in defaults, this file, the environment, command-line flags.",
+        "# This file is read from KLIPNOTE_CONFIG, else $XDG_CONFIG_HOME/klipnote/config.toml",
+        "# (~/.config/klipnote/config.toml). `klipnote config show` prints every effective value and",
+        "# where it came from. Uncomment a line to change a setting.",
+        "#",
+        "# The file may hold hf_token: keep it private (klipnote config init writes it with mode 0600).",
+    ]
+    for setting in SETTINGS:
+        lines += ["", f"# {setting.help}."]
+        lines.append(f"# Environment: {', '.join(setting.env)}.")
+        value = setting.default
+        if value is None:
+            lines.append("# For example:")
+            value = setting.example
+        lines.append("# " + tomli_w.dumps({setting.name: value}).strip())
+    return "\n".join(lines) + "\n"
+
+
+def write_template(path: Path, *, force: bool = False) -> None:
+    """Write :func:`template` to ``path`` (mode 0600: it may come to hold a token), parents created.
+
+    An existing file is kept unless ``force``: it may hold settings nobody wants to lose.
+    """
+    from klipnote.errors import KlipnoteError
+    from klipnote.fsio import atomic_write_text
+
+    if path.exists() and not force:
+        raise KlipnoteError(f"{path} exists; keep it, or replace it with --force (klipnote config show reads it)")
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        atomic_write_text(path, template(), 0o600)
+    except OSError as exc:
+        raise KlipnoteError(f"cannot write {path}: {exc.strerror or exc}") from None
