@@ -2,17 +2,28 @@
 
 The two workers need different torch builds (whisperx: torch >= 2.6 for CUDA 12; belle2:
 torch < 2.6 for CUDA 11.8) and so live in separate environments (envs/). Starting a worker in
-the wrong one is the most likely set-up mistake; this catches it before a model is loaded.
+the wrong one is the most likely set-up mistake; this catches it before a model is loaded. The
+worker (:func:`check`) and ``klipnote doctor`` run the same functions, so they never disagree.
+
+The exact pins of each environment live in ``envs/<dir>/requirements.txt`` of the source tree,
+the one place they are written. :func:`pins_file` finds them beside the ``klipnote`` package (an
+editable install or a checkout, which is how envs/ tells you to install); from a wheel they are
+not there, and :func:`pin_report` says so instead of guessing.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from klipnote.errors import KlipnoteError
+
+#: The source tree that holds envs/, when klipnote runs from one (editable install or checkout).
+SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,12 @@ class Expectation:
         low = f">= {self.torch_min[0]}.{self.torch_min[1]}" if self.torch_min else ""
         high = f"< {self.torch_below[0]}.{self.torch_below[1]}" if self.torch_below else ""
         return " and ".join(p for p in (low, high) if p)
+
+    def accepts(self, torch_version: str) -> bool:
+        found = _major_minor(torch_version)
+        too_old = self.torch_min is not None and found < self.torch_min
+        too_new = self.torch_below is not None and found >= self.torch_below
+        return not (too_old or too_new)
 
 
 EXPECTATIONS = {
@@ -53,18 +70,34 @@ def select_gpu(gpu: int | None) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
 
 
-def check(kind: str, device: str) -> tuple[str, dict[str, Any]]:
-    """Check torch against the worker kind; resolve ``auto`` to a device. Returns (device, details)."""
+def kind_of_environment() -> str | None:
+    """The worker kind whose torch range this environment's torch falls in (None without torch).
+
+    Read from package metadata, so it costs no torch import.
+    """
+    installed = version_of("torch")
+    if installed is None:
+        return None
+    return next((kind for kind, expected in EXPECTATIONS.items() if expected.accepts(installed)), None)
+
+
+def check_torch(kind: str) -> Any:
+    """The imported torch module, if its version fits the worker kind; else a :class:`KlipnoteError`."""
     expected = EXPECTATIONS[kind]
     try:
         import torch
     except ImportError:
         raise KlipnoteError(f"torch is not installed in this environment; the {kind} worker runs from "
                             f"{expected.env_dir} (pip install -r {expected.env_dir}/requirements.txt)") from None
-    found = _major_minor(torch.__version__)
-    if (expected.torch_min and found < expected.torch_min) or (expected.torch_below and found >= expected.torch_below):
+    if not expected.accepts(torch.__version__):
         raise KlipnoteError(f"this environment has torch {torch.__version__}, the {kind} worker needs torch "
                             f"{expected.torch_range()}: start it from {expected.env_dir}")
+    return torch
+
+
+def resolve_device(kind: str, device: str, torch: Any) -> tuple[str, dict[str, Any]]:
+    """Resolve ``auto`` to a device and check torch's CUDA build against the kind. Returns (device, details)."""
+    expected = EXPECTATIONS[kind]
     details: dict[str, Any] = {"torch": torch.__version__, "torch_cuda": torch.version.cuda}
     if device == "cpu":
         return "cpu", details
@@ -83,3 +116,64 @@ def check(kind: str, device: str) -> tuple[str, dict[str, Any]]:
     props = torch.cuda.get_device_properties(0)
     details.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 1024**3, 1))
     return "cuda", details
+
+
+def check(kind: str, device: str) -> tuple[str, dict[str, Any]]:
+    """Check torch against the worker kind; resolve ``auto`` to a device. Returns (device, details)."""
+    return resolve_device(kind, device, check_torch(kind))
+
+
+# ---------------------------------------------------------------------- pinned packages
+
+
+def pins_file(kind: str, root: Path = SOURCE_ROOT) -> Path | None:
+    """``envs/<dir>/requirements.txt`` of the kind, if the source tree is at hand."""
+    path = root / EXPECTATIONS[kind].env_dir / "requirements.txt"
+    return path if path.is_file() else None
+
+
+def canonical_name(name: str) -> str:
+    """PEP 503 normalised project name: ``Jinja2`` and ``typing_extensions`` compare as pip does."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_pins(path: Path) -> dict[str, str]:
+    """``name==version`` lines of a requirements file, by canonical name; comments and blanks skipped."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        requirement = line.split("#", maxsplit=1)[0].strip()
+        if "==" in requirement:
+            name, version = requirement.split("==", maxsplit=1)
+            pins[canonical_name(name.strip())] = version.strip()
+    return pins
+
+
+def matches_pin(installed: str, pinned: str) -> bool:
+    """PEP 440 ``==``: a pin without a local label also matches local builds (2.5.1 matches 2.5.1+cu118)."""
+    return installed == pinned or ("+" not in pinned and installed.split("+", maxsplit=1)[0] == pinned)
+
+
+@dataclass(frozen=True)
+class PinReport:
+    """This environment against one requirements file."""
+
+    path: Path
+    pinned: int
+    missing: list[str] = field(default_factory=list)  # "name==pin"
+    different: list[str] = field(default_factory=list)  # "name pin (installed)"
+
+
+def pin_report(kind: str, root: Path = SOURCE_ROOT) -> PinReport | None:
+    """Compare installed distributions with the kind's pins; None when the pins file cannot be found."""
+    path = pins_file(kind, root)
+    if path is None:
+        return None
+    pins = read_pins(path)
+    report = PinReport(path, len(pins))
+    for name, pinned in sorted(pins.items()):
+        installed = version_of(name)
+        if installed is None:
+            report.missing.append(f"{name}=={pinned}")
+        elif not matches_pin(installed, pinned):
+            report.different.append(f"{name} {pinned} (installed {installed})")
+    return report
