@@ -20,7 +20,7 @@ from pathlib import Path
 from klipnote.errors import KlipnoteError
 from klipnote.fsio import fsync_dir
 
-_CHUNK = 4 * 1024 * 1024
+HASH_CHUNK = 4 * 1024 * 1024
 VERIFIED_MARK = ".sha256-verified"
 
 
@@ -76,7 +76,8 @@ def resolve_whisper(name: str) -> str:
     return str(assemble(model)) if model else name
 
 
-def _package_file(package: str, inner: str, model: OfflineModel) -> Path:
+def package_file(package: str, inner: str, model: OfflineModel) -> Path:
+    """A file shipped inside an installed package, or an error that says which package to install."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise KlipnoteError(f"model {model.name} needs the Python package {package.replace('_', '-')}: "
@@ -87,15 +88,25 @@ def _package_file(package: str, inner: str, model: OfflineModel) -> Path:
     return path
 
 
+def model_folder(model: OfflineModel, root: Path | None = None) -> Path:
+    return (root or cache_root()) / model.name
+
+
+def is_assembled(model: OfflineModel, root: Path | None = None) -> bool:
+    """Whether the folder was assembled and checksummed (the mark is written last, after the check)."""
+    mark = model_folder(model, root) / VERIFIED_MARK
+    return mark.is_file() and mark.read_text().strip() == model.sha256
+
+
 def assemble(model: OfflineModel, root: Path | None = None) -> Path:
     """The model's folder in the cache (``root``, else :func:`cache_root`), built and checksummed on
     first use, atomically."""
-    target = (root or cache_root()) / model.name
+    target = model_folder(model, root)
     mark = target / VERIFIED_MARK
-    if mark.is_file() and mark.read_text().strip() == model.sha256:
+    if is_assembled(model, root):
         return target
-    sources = [_package_file(pkg, inner, model) for pkg, inner in model.parts]
-    extras = [_package_file(pkg, inner, model) for pkg, inner in model.files]
+    sources = [package_file(pkg, inner, model) for pkg, inner in model.parts]
+    extras = [package_file(pkg, inner, model) for pkg, inner in model.files]
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{model.name}.", dir=target.parent))
     try:
@@ -103,7 +114,7 @@ def assemble(model: OfflineModel, root: Path | None = None) -> Path:
         with open(staging / "model.bin", "wb") as out:
             for part in sources:
                 with open(part, "rb") as src:
-                    while chunk := src.read(_CHUNK):
+                    while chunk := src.read(HASH_CHUNK):
                         digest.update(chunk)
                         out.write(chunk)
             out.flush()
