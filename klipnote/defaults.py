@@ -85,3 +85,11 @@ SUBTITLE_MAX_CUE_DURATION = 7.0
 SUBTITLE_MIN_CUE_DURATION = 5 / 6
 #: Least time between the end of one cue and the start of the next (seconds); 0: they may touch.
 SUBTITLE_MIN_GAP = 0.0
+
+#: ``klipnote doctor`` warns when the spool's disk has less free space than this (bytes): inputs are
+#: copied into the spool, up to MAX_FILE_SIZE each, and outputs are written beside them.
+DOCTOR_MIN_FREE_DISK = 10 * 1024**3
+#: Seconds ``klipnote doctor`` lets ``ffmpeg -version`` and ``ffprobe -version`` run.
+DOCTOR_PROGRAM_TIMEOUT = 10.0
+#: Python (major, minor) the pinned environments under envs/ are built and tested with.
+ENV_PYTHON = (3, 11)

@@ -1,0 +1,405 @@
+"""``klipnote doctor``: the deployment guide's troubleshooting page, as checks a machine runs on itself.
+
+Each check is a small function returning :class:`Check` results: what it found, ok / warn / FAIL,
+and for anything not ok the one thing to do about it. A warning is worth knowing but does not stop
+a worker (a model not downloaded yet, little disk left); a failure does (no ffmpeg, an unwritable
+spool, the wrong torch for the worker kind). The worker's own start-up checks
+(:mod:`klipnote.envcheck`) are the same functions, so doctor and worker never disagree.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from klipnote import defaults, envcheck, models, modelstore
+from klipnote.config import Settings, config_path, load_settings
+from klipnote.errors import ConfigError, KlipnoteError, SpoolError, UsageError, summary
+from klipnote.spool import Spool
+
+DEVICES = ("auto", "cuda", "cpu")
+
+
+class Outcome(str, Enum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "FAIL"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    outcome: Outcome
+    found: str
+    advice: str = ""
+
+    def line(self) -> str:
+        advice = f" -> {self.advice}" if self.advice and self.outcome is not Outcome.OK else ""
+        return f"{self.outcome.value:<4}  {self.name:<10} {self.found}{advice}"
+
+
+def ok(name: str, found: str) -> Check:
+    return Check(name, Outcome.OK, found)
+
+
+def warn(name: str, found: str, advice: str) -> Check:
+    return Check(name, Outcome.WARN, found, advice)
+
+
+def fail(name: str, found: str, advice: str = "") -> Check:
+    return Check(name, Outcome.FAIL, found, advice)
+
+
+@dataclass
+class Report:
+    kind: str
+    device: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(c.outcome is Outcome.FAIL for c in self.checks)
+
+    def text(self) -> str:
+        counts = {o: sum(c.outcome is o for c in self.checks) for o in Outcome}
+        summary_line = (f"{counts[Outcome.FAIL]} failed, {counts[Outcome.WARN]} warnings, {counts[Outcome.OK]} ok "
+                        f"(for a {self.kind} worker on {self.device})")
+        return "".join(c.line() + "\n" for c in self.checks) + summary_line + "\n"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": not self.failed, "kind": self.kind, "device": self.device,
+                "checks": [{**asdict(c), "outcome": c.outcome.value} for c in self.checks]}
+
+
+def run(flags: Mapping[str, Any], *, kind: str | None = None, device: str | None = None) -> Report:
+    """Every check, in the order a person would fix them. ``kind``/``device`` None: from the environment."""
+    checks: list[Check] = []
+    settings: Settings | None = None
+    try:
+        settings = load_settings(flags)
+        path = config_path()
+        checks.append(ok("config", f"{path} parsed" if path.exists() else f"no file at {path}; defaults and "
+                         "environment"))
+    except ConfigError as exc:
+        checks.append(fail("config", str(exc), "fix the value (klipnote config show lists every setting and "
+                           "where it came from)"))
+    guessed = kind is None
+    kind = kind or envcheck.kind_of_environment() or (settings.default_model if settings and
+                                                       settings.default_model != "auto" else "whisperx")
+    device = device or (settings.device if settings else defaults.DEVICE)
+    checks += check_ffmpeg()
+    if settings is not None:
+        checks += check_spool(settings)
+    checks.append(check_python())
+    checks.append(check_packages(kind))
+    checks += check_torch(kind, device, guessed)
+    if settings is not None:
+        checks.append(check_model(kind, settings))
+    checks.append(check_telemetry(kind))
+    return Report(kind, device, checks)
+
+
+# ---------------------------------------------------------------------- tools
+
+
+def check_ffmpeg() -> list[Check]:
+    return [_check_program(name) for name in ("ffmpeg", "ffprobe")]
+
+
+def _check_program(name: str) -> Check:
+    install = "install ffmpeg (apt-get install ffmpeg, or conda install -c conda-forge ffmpeg) and put it on PATH"
+    path = shutil.which(name)
+    if path is None:
+        return fail(name, f"{name} not found on PATH", install)
+    try:
+        proc = subprocess.run([path, "-version"], capture_output=True, text=True,
+                              timeout=defaults.DOCTOR_PROGRAM_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return fail(name, f"{path} does not run ({summary(exc)})", install)
+    first = proc.stdout.splitlines()[0] if proc.stdout else ""
+    if proc.returncode != 0 or not first:
+        return fail(name, f"{path} -version exited with {proc.returncode}", install)
+    return ok(name, f"{first.split(' Copyright')[0]} ({path})")
+
+
+# ---------------------------------------------------------------------- spool
+
+
+def check_spool(settings: Settings) -> list[Check]:
+    root = Path(os.path.abspath(settings.spool))
+    existing = _nearest_existing(root)
+    if not (root / "spool.json").exists():
+        if root.is_dir() and any(root.iterdir()):
+            return [fail("spool", f"{root} exists and is not a klipnote spool",
+                         "point KLIPNOTE_SPOOL (or --spool) at an empty or new directory")]
+        checks = [ok("spool", f"{root} not created yet; the first submit or worker creates it")]
+        checks.append(_check_writable(existing, root))
+    else:
+        try:
+            spool = Spool(root).open(create=False)
+        except SpoolError as exc:
+            return [fail("spool", str(exc), "point KLIPNOTE_SPOOL at a spool this klipnote reads")]
+        sharing = f"shared with group {spool.group}" if spool.group else "private"
+        checks = [ok("spool", f"{root} (format {defaults.SPOOL_FORMAT}, {sharing})")]
+        checks.append(_check_writable(spool.tmp if spool.tmp.is_dir() else root, root, spool))
+        checks.append(_check_permissions(spool, settings.spool_group))
+    checks.append(_check_disk(existing))
+    return checks
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _check_writable(probe_dir: Path, root: Path, spool: Spool | None = None) -> Check:
+    """Create and remove a file for real: the only test that root, ACLs, read-only mounts and NFS all honour."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".doctor-", dir=probe_dir)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        verb = "cannot be created" if spool is None else "is not writable"
+        return fail("writable", f"{root} {verb}: {exc.strerror} ({probe_dir})", _write_advice(exc))
+    if spool is not None:  # a spool needs every layout folder, not only tmp/
+        layout = [spool.jobs, spool.claimed, spool.workers, spool.quarantine, spool.index, spool.queue,
+                  *sorted(p for p in spool.queue.iterdir() if p.is_dir())]
+        blocked = [p for p in layout if not os.access(p, os.W_OK | os.X_OK)]
+        if blocked:
+            return fail("writable", f"no write access to {', '.join(str(p) for p in blocked[:3])}",
+                        "check the spool's owner and mode, or share it with spool_group")
+    if spool is None:
+        return ok("writable", f"{root} can be created: {probe_dir} is writable by uid {os.geteuid()}")
+    return ok("writable", f"{root} is writable by uid {os.geteuid()}")
+
+
+def _write_advice(exc: OSError) -> str:
+    import errno
+
+    if exc.errno == errno.EROFS:
+        return "the filesystem is read-only: remount it read-write or point KLIPNOTE_SPOOL elsewhere"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "fix the owner and mode (chown/chmod), run as the spool's owner, or share it with spool_group"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full: free space (klipnote gc) or move the spool"
+    return "point KLIPNOTE_SPOOL at a directory this user can write"
+
+
+def _check_permissions(spool: Spool, configured_group: str | None) -> Check:
+    info = spool.root.stat()
+    mode = stat.S_IMODE(info.st_mode)
+    found = f"{spool.root} mode {mode:o}, owner uid {info.st_uid}"
+    if spool.group:
+        try:
+            gid = grp.getgrnam(spool.group).gr_gid
+        except KeyError:
+            return fail("perms", f"{found}; its group {spool.group!r} does not exist on this host",
+                        f"create the group (groupadd {spool.group}) with the same gid on every host")
+        if info.st_gid != gid:
+            return fail("perms", f"{found}, group gid {info.st_gid}, not {spool.group} ({gid})",
+                        f"chgrp -R {spool.group} {spool.root} && chmod -R g+rwX {spool.root}")
+        if gid not in os.getgroups() and info.st_uid != os.geteuid():
+            return warn("perms", f"{found}; this user is not in group {spool.group}",
+                        f"usermod -aG {spool.group} $USER (then log in again)")
+    elif info.st_uid != os.geteuid():
+        return fail("perms", f"{found}; it is private to its owner and this is uid {os.geteuid()}",
+                    "run klipnote as the spool's owner, or create a shared spool with KLIPNOTE_SPOOL_GROUP")
+    if mode & 0o007:
+        return warn("perms", f"{found}: others may read it", f"chmod o-rwx {spool.root}")
+    if (mode & 0o770) != (spool.dir_mode & 0o770):
+        return warn("perms", f"{found}, expected {spool.dir_mode:o}", f"chmod {spool.dir_mode:o} {spool.root}")
+    if (configured_group or None) != spool.group:
+        return warn("perms", f"{found}; spool.json says group {spool.group or 'none (private)'}, the setting "
+                    f"says {configured_group or 'none'}", "a spool keeps the sharing it was created with; align "
+                    "KLIPNOTE_SPOOL_GROUP with it")
+    return ok("perms", f"{found} ({'group ' + spool.group if spool.group else 'private'}, as expected)")
+
+
+def _check_disk(path: Path) -> Check:
+    usage = shutil.disk_usage(path)
+    free = f"{usage.free / 1024**3:.1f} GiB free of {usage.total / 1024**3:.1f} GiB on {path}"
+    if usage.free < defaults.DOCTOR_MIN_FREE_DISK:
+        return warn("disk", free, f"inputs are copied into the spool (up to {defaults.MAX_FILE_SIZE / 1024**3:.0f} "
+                    "GiB each): free space (klipnote gc) or move the spool")
+    return ok("disk", free)
+
+
+# ---------------------------------------------------------------------- python, packages, torch
+
+
+def check_python() -> Check:
+    version = ".".join(str(p) for p in sys.version_info[:3])
+    found = f"Python {version} ({sys.executable})"
+    if sys.version_info[:2] != defaults.ENV_PYTHON:
+        wanted = ".".join(str(p) for p in defaults.ENV_PYTHON)
+        return warn("python", found, f"the pinned environments (envs/) are built and tested with Python {wanted}")
+    return ok("python", found)
+
+
+def _some(items: list[str], limit: int = 5) -> str:
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def check_packages(kind: str) -> Check:
+    expected = envcheck.EXPECTATIONS[kind]
+    report = envcheck.pin_report(kind)
+    if report is None:
+        return warn("packages", f"{expected.env_dir}/requirements.txt not found beside {envcheck.SOURCE_ROOT} "
+                    "(klipnote is installed without its source tree)",
+                    f"compare pip freeze with {expected.env_dir}/requirements.txt of this klipnote release")
+    install = f"pip install -r {report.path}"
+    if report.missing:
+        return fail("packages", f"{len(report.missing)} of {report.pinned} pinned packages missing: "
+                    f"{_some(report.missing)}", f"{install} (or use the {kind} worker's env, {expected.env_dir})")
+    if report.different:
+        return warn("packages", f"{len(report.different)} of {report.pinned} differ from the pins: "
+                    f"{_some(report.different)}", install)
+    return ok("packages", f"all {report.pinned} pins of {report.path} match")
+
+
+def check_torch(kind: str, device: str, guessed: bool) -> list[Check]:
+    how = "guessed from this environment; --model to choose" if guessed else "as asked"
+    try:
+        torch = envcheck.check_torch(kind)
+    except KlipnoteError as exc:
+        return [fail("torch", f"{exc} ({kind} worker {how})", _torch_advice(kind)),
+                warn("device", f"{device} not checked: torch is not usable", "fix torch first")]
+    checks = [ok("torch", f"torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}: fits the "
+                 f"{kind} worker ({how})")]
+    try:
+        resolved, details = envcheck.resolve_device(kind, device, torch)
+    except KlipnoteError as exc:
+        return [*checks, fail("device", f"{device}: {exc}")]
+    if resolved == "cpu":
+        note = "as asked" if device == "cpu" else "torch sees no GPU"
+        return [*checks, ok("device", f"cpu ({note})")]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    checks.append(ok("device", f"cuda {torch.version.cuda}, {torch.cuda.device_count()} GPU(s) visible"
+                     + (f" (CUDA_VISIBLE_DEVICES={visible})" if visible is not None else "")))
+    checks.append(ok("gpu", f"{details['gpu']}, {details['gpu_memory_gib']} GiB"))
+    return checks
+
+
+def _torch_advice(kind: str) -> str:
+    expected = envcheck.EXPECTATIONS[kind]
+    return f"run the {kind} worker from its own env: pip install -r {expected.env_dir}/requirements.txt in a new venv"
+
+
+# ---------------------------------------------------------------------- models
+
+
+def check_model(kind: str, settings: Settings) -> Check:
+    """Is the model the worker will load already on this machine? Where from, and checked or not."""
+    name = settings.whisper_model if kind == "whisperx" else settings.belle2_model
+    folder = Path(os.path.expanduser(name))
+    if folder.is_dir():
+        return _check_local_folder(kind, folder)
+    try:
+        ref = modelstore.resolve(kind, settings)
+    except UsageError as exc:
+        return fail("model", str(exc), f"set {'WHISPER_MODEL' if kind == 'whisperx' else 'BELLE2_MODEL_NAME'} to a "
+                    "model that exists")
+    if ref.offline is not None:
+        return _check_offline(ref.offline)
+    return _check_hub(ref)
+
+
+def _check_local_folder(kind: str, folder: Path) -> Check:
+    wanted = ("model.bin",) if kind == "whisperx" else ("model.safetensors", "model.safetensors.index.json")
+    if not any((folder / w).is_file() for w in wanted):
+        return fail("model", f"local folder {folder} has no {' or '.join(wanted)}",
+                    "point the setting at a complete model folder")
+    return ok("model", f"local folder {folder}")
+
+
+def _check_offline(model: models.OfflineModel) -> Check:
+    try:
+        for package, inner in model.parts:
+            models.package_file(package, inner, model)
+    except KlipnoteError as exc:
+        return fail("model", str(exc))
+    if not models.is_assembled(model):
+        return warn("model", f"{model.name} is not assembled yet (the worker does it at start, in seconds)",
+                    f"klipnote models pull {model.name}")
+    return ok("model", f"{model.name} assembled in {models.model_folder(model)}{_recorded(model.name, None)}")
+
+
+def _check_hub(ref: modelstore.ModelRef) -> Check:
+    from huggingface_hub import constants
+
+    folder = _cached_folder(ref)
+    if folder is None:
+        if constants.HF_HUB_OFFLINE:
+            return fail("model", f"{ref.repo_id} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+                        "HF_HUB_OFFLINE=1 forbids downloading it", f"klipnote models pull {_pull_name(ref)} (without "
+                        "HF_HUB_OFFLINE), or copy the cache from a machine that has it")
+        return warn("model", f"{ref.repo_id} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}): the "
+                    "first job downloads it and waits", f"klipnote models pull {_pull_name(ref)}")
+    return ok("model", f"{ref.repo_id} cached at {folder.name[:12]}{_recorded(ref.key, folder)}")
+
+
+def _pull_name(ref: modelstore.ModelRef) -> str:
+    """The shortest name ``models pull`` takes for the model: a Whisper name as is, else the worker kind."""
+    if ref.faster_whisper:
+        return ref.name if "/" not in ref.name else "whisperx"
+    return "belle2"
+
+
+def _cached_folder(ref: modelstore.ModelRef) -> Path | None:
+    """The snapshot the engine would load without a network, found the way the engine looks for it."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        if ref.faster_whisper:
+            from faster_whisper.utils import download_model
+
+            return Path(download_model(str(ref.repo_id), local_files_only=True))
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(ref.repo_id), local_files_only=True,
+                                      ignore_patterns=list(ref.ignore_patterns) or None))
+    except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
+        return None
+
+
+def _recorded(key: str, folder: Path | None) -> str:
+    path = modelstore.manifest_dir() / f"{key}.json"
+    if not path.is_file():
+        return "; not pulled by klipnote, no checksums recorded (klipnote models pull records them)"
+    manifest = modelstore.load_manifest(path)
+    if folder is not None and Path(manifest.folder) != folder:
+        return f"; the manifest is for another revision ({(manifest.commit or '')[:12]}): pull again"
+    return f"; {len(manifest.files)} files, SHA-256 {manifest.integrity.value} (klipnote models verify re-checks)"
+
+
+# ---------------------------------------------------------------------- telemetry
+
+
+_OFF = ("0", "false", "no", "off")
+
+
+def check_telemetry(kind: str, environ: Mapping[str, str] = os.environ) -> Check:
+    pyannote = environ.get("PYANNOTE_METRICS_ENABLED")
+    hub = environ.get("HF_HUB_DISABLE_TELEMETRY")
+    found = f"PYANNOTE_METRICS_ENABLED={pyannote if pyannote is not None else 'unset'}, " \
+            f"HF_HUB_DISABLE_TELEMETRY={hub if hub is not None else 'unset'}"
+    if kind == "whisperx" and pyannote is not None and pyannote.strip().lower() not in _OFF:
+        return warn("telemetry", f"{found}: pyannote.audio will send usage metrics",
+                    "unset PYANNOTE_METRICS_ENABLED (klipnote then sets it to 0) or set it to 0")
+    if hub is None or hub.strip().lower() in _OFF:
+        return warn("telemetry", found, "export HF_HUB_DISABLE_TELEMETRY=1 (scripts/klipnote-worker and the "
+                    "Dockerfiles do)")
+    return ok("telemetry", f"{found}: off")
+
