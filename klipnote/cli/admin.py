@@ -1,0 +1,159 @@
+"""Commands that check and prepare a machine: doctor, models."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from klipnote import render
+from klipnote.cli.app import JsonFlag, app, session_of
+from klipnote.errors import UsageError
+from klipnote.job import Model
+
+if TYPE_CHECKING:
+    from klipnote.modelstore import Entry, Manifest, Problem
+
+models_app = typer.Typer(
+    help="Download models before the first job, list what is cached, verify files against their SHA-256.",
+    no_args_is_help=True,
+)
+app.add_typer(models_app, name="models")
+
+ModelNameArg = Annotated[str, typer.Argument(
+    metavar="NAME", help="A Whisper name (large-v2), base-offline or tiny.en-offline, a hub id (org/name), "
+    "or whisperx, belle2, diarization for the configured model.")]
+
+
+@app.command()
+def doctor(
+    ctx: typer.Context,
+    model: Annotated[Optional[Model], typer.Option(
+        help="Worker kind to check this environment for: whisperx or belle2. Default: the kind whose torch "
+        "this environment has.")] = None,
+    device: Annotated[Optional[str], typer.Option(
+        help="auto, cuda or cpu. Default: WHISPER_DEVICE, else auto.")] = None,
+    json: JsonFlag = False,
+) -> None:
+    """Check this machine for a worker: ffmpeg, spool, disk, Python and packages, torch and CUDA, GPU, model
+    cache, config, telemetry. One line per check; exit 1 if any check fails."""
+    from klipnote import doctor as checks
+
+    if model is Model.AUTO:
+        raise UsageError("doctor checks for one worker kind: --model whisperx or --model belle2")
+    if device is not None and device not in checks.DEVICES:
+        raise UsageError(f"invalid --device {device!r}: allowed: {', '.join(checks.DEVICES)}")
+    report = checks.run(session_of(ctx).flags, kind=model.value if model else None, device=device)
+    if json:
+        render.print_json(report.to_json())
+    else:
+        sys.stdout.write(report.text())
+    raise typer.Exit(1 if report.failed else 0)
+
+
+@models_app.command("pull")
+def models_pull(
+    ctx: typer.Context,
+    name: ModelNameArg,
+    revision: Annotated[Optional[str], typer.Option(
+        help="Branch, tag or commit to download (default main); the commit it resolves to is recorded.")] = None,
+    json: JsonFlag = False,
+) -> None:
+    """Download a model into the cache the workers read (or assemble an offline one) and record the SHA-256
+    of every file."""
+    from klipnote import modelstore
+
+    settings = session_of(ctx).settings
+    ref = modelstore.resolve(name, settings)
+    if ref.repo_id:
+        render.error(f"pulling {ref.repo_id}@{revision or 'main'}; large models take minutes")
+    manifest = modelstore.pull(ref, revision=revision, token=settings.hf_token)
+    if json:
+        render.print_json(manifest.to_json())
+        return
+    at = f" at {manifest.commit}" if manifest.commit else ""
+    sys.stdout.write(f"{manifest.name}: {len(manifest.files)} files, {_size(manifest.size)}{at}, "
+                     f"SHA-256 recorded, in {manifest.folder}\n")
+
+
+@models_app.command("list")
+def models_list(ctx: typer.Context, json: JsonFlag = False) -> None:
+    """What is cached: models pulled by klipnote (with the state of their last check) and other copies in the
+    Hugging Face cache that workers would load."""
+    from klipnote import modelstore
+
+    entries = modelstore.list_models(session_of(ctx).settings)
+    if json:
+        render.print_json([_entry_json(e) for e in entries])
+        return
+    if not entries:
+        sys.stdout.write("no models cached; klipnote models pull NAME downloads one\n")
+        return
+    _entry_table(entries)
+
+
+@models_app.command("verify")
+def models_verify(
+    ctx: typer.Context,
+    name: Annotated[Optional[str], typer.Argument(
+        metavar="[NAME]", help="The model to check (as given to pull); default: every pulled model.")] = None,
+    json: JsonFlag = False,
+) -> None:
+    """Re-hash every file of pulled models against the recorded SHA-256; exit 1 if any is missing, truncated
+    or different."""
+    from klipnote import modelstore
+
+    manifests = modelstore.manifests_for([name] if name else [], session_of(ctx).settings)
+    results = [(m, modelstore.verify(m)) for m in manifests]
+    if json:
+        render.print_json([_verify_json(m, problems) for m, problems in results])
+    else:
+        _verify_text(results)
+    raise typer.Exit(1 if any(problems for _, problems in results) else 0)
+
+
+def _size(size: int) -> str:
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def _entry_json(entry: Entry) -> dict[str, object]:
+    return {"name": entry.name, "source": entry.source.value, "repo_id": entry.repo_id, "commit": entry.commit,
+            "folder": entry.folder, "size": entry.size, "files": entry.files, "integrity": entry.integrity.value,
+            "verified_at": entry.verified_at, **entry.extra}
+
+
+def _entry_table(entries: list[Entry]) -> None:
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("name", "source", "revision", "size", "files", "state", "folder"):
+        table.add_column(column, overflow="fold" if column == "folder" else "ellipsis", no_wrap=column != "folder")
+    for e in entries:
+        state = e.integrity.value
+        if e.verified_at:
+            state += f" {render.when(e.verified_at).split(' (')[0]}"
+        table.add_row(e.name, e.source.value, (e.commit or "-")[:12], _size(e.size), str(e.files), state, e.folder)
+    render.console().print(table)
+
+
+def _verify_json(manifest: Manifest, problems: list[Problem]) -> dict[str, object]:
+    return {"name": manifest.name, "folder": manifest.folder, "files": len(manifest.files), "ok": not problems,
+            "problems": [{"path": p.path, "reason": p.reason} for p in problems],
+            "fix": manifest.pull_command if problems else None}
+
+
+def _verify_text(results: list[tuple[Manifest, list[Problem]]]) -> None:
+    if not results:
+        sys.stdout.write("no pulled models to verify; klipnote models pull NAME records their checksums\n")
+    for manifest, problems in results:
+        if not problems:
+            sys.stdout.write(f"ok    {manifest.name}: {len(manifest.files)} files match their SHA-256\n")
+            continue
+        sys.stdout.write(f"FAIL  {manifest.name}: {len(problems)} of {len(manifest.files)} files do not match; "
+                         f"fix: {manifest.pull_command}\n")
+        for problem in problems:
+            sys.stdout.write(f"      {problem.path}: {problem.reason}\n")

