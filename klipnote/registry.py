@@ -1,7 +1,9 @@
 """Workers announce themselves in ``spool/workers/<id>.json`` and rewrite it as their heartbeat.
 
 Anyone can list them and tell who is alive: a record is live while its heartbeat is younger than
-the lease TTL and, on this host, while its process still exists.
+the lease TTL and, on this host, while its process still exists. A worker that exits cleanly
+says so (``stopped``); one that dies cannot, so observers call it ``offline`` and say why.
+Records outlive their workers (a dead worker is worth seeing) until :meth:`Registry.prune`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from klipnote.fsio import atomic_write_json, read_json
@@ -24,7 +27,12 @@ class WorkerState(str, Enum):
     IDLE = "idle"
     BUSY = "busy"
     STOPPING = "stopping"
-    STOPPED = "stopped"
+    STOPPED = "stopped"  # exited cleanly
+    OFFLINE = "offline"  # never written by a worker: what observers call one that died or froze
+
+    @property
+    def live(self) -> bool:
+        return self not in (WorkerState.STOPPED, WorkerState.OFFLINE)
 
 
 @dataclass
@@ -41,6 +49,8 @@ class WorkerRecord:
     current_job: str | None = None
     jobs_done: int = 0
     jobs_failed: int = 0
+    audio_seconds: float = 0.0  # audio of the jobs done, summed: with processing_seconds, the real-time factor
+    processing_seconds: float = 0.0  # their processing time (decode to written outputs), summed
     details: dict[str, Any] = field(default_factory=dict)  # versions, GPU name and memory, model
 
     def to_dict(self) -> dict[str, Any]:
@@ -54,17 +64,24 @@ class WorkerRecord:
         known["state"] = WorkerState(data.get("state", "idle"))
         return cls(**known)
 
-    def alive(self, lease_ttl: float) -> bool:
-        if self.state is WorkerState.STOPPED or now() - self.heartbeat_at > lease_ttl:
-            return False
+    def seen(self, lease_ttl: float) -> tuple[WorkerState, str | None]:
+        """The state an observer can vouch for, and why a worker it calls offline is thought dead."""
+        if self.state is WorkerState.STOPPED:
+            return self.state, None
+        age = now() - self.heartbeat_at
+        if age > lease_ttl:
+            return WorkerState.OFFLINE, f"no heartbeat for {age:.0f} s (lease {lease_ttl:.0f} s)"
         if self.host == HOSTNAME:
             try:
                 os.kill(self.pid, 0)
             except ProcessLookupError:
-                return False
+                return WorkerState.OFFLINE, f"its process {self.pid} on this host is gone"
             except PermissionError:
-                return True  # alive, owned by another user
-        return True
+                pass  # alive, owned by another user
+        return self.state, None
+
+    def alive(self, lease_ttl: float) -> bool:
+        return self.seen(lease_ttl)[0].live
 
 
 def worker_id(model: str, name: str | None = None) -> str:
@@ -81,12 +98,31 @@ class Registry:
         record.heartbeat_at = now()
         atomic_write_json(self.spool.workers / f"{record.id}.json", record.to_dict(), self.spool.file_mode)
 
-    def records(self) -> list[WorkerRecord]:
+    def _entries(self) -> list[tuple[Path, WorkerRecord]]:
         found = []
         for path in sorted(self.spool.workers.glob("*.json")):
             with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-                found.append(WorkerRecord.from_dict(read_json(path)))
+                found.append((path, WorkerRecord.from_dict(read_json(path))))
         return found
+
+    def records(self) -> list[WorkerRecord]:
+        return [record for _, record in self._entries()]
+
+    def prune(self, older_than: float, *, dry_run: bool = False) -> list[str]:
+        """Forget workers that stopped or died over ``older_than`` seconds ago; returns their ids.
+
+        Every restart under the default id (model-host-pid) leaves a record, so they pile up; a
+        dead worker stays visible for the retention so that its death can be noticed first.
+        """
+        cutoff = now() - older_than
+        removed = []
+        for path, record in self._entries():
+            if record.heartbeat_at < cutoff and not record.alive(self.spool.lease_ttl):
+                removed.append(record.id)
+                if not dry_run:
+                    with self.spool.io(f"removing worker record {path.name}"):
+                        path.unlink(missing_ok=True)
+        return removed
 
     def live(self) -> list[WorkerRecord]:
         return [r for r in self.records() if r.alive(self.spool.lease_ttl)]
@@ -100,7 +136,15 @@ class Registry:
         if not waiting:
             return {}
         live = self.live_lanes()
-        kind = {Lane.BELLE2: "belle2", Lane.WHISPERX: "whisperx", Lane.AUTO: "whisperx"}
-        return {s.id: f"no live worker serves lane {s.lane.value}: start one with "
-                      f"`klipnote worker --model {kind[s.lane]}`"
-                for s in waiting if s.lane.value not in live}
+        return {s.id: unserved_warning(s.lane) for s in waiting if s.lane.value not in live}
+
+
+def unserved_lanes(queue_lengths: dict[str, int], live_lanes: set[str]) -> dict[str, str]:
+    """A warning for each lane with queued jobs (``queue_lengths`` by lane) that no live worker serves."""
+    return {lane: f"{count} queued job(s): {unserved_warning(Lane(lane))}"
+            for lane, count in queue_lengths.items() if count and lane not in live_lanes}
+
+
+def unserved_warning(lane: Lane) -> str:
+    kind = {Lane.BELLE2: "belle2", Lane.WHISPERX: "whisperx", Lane.AUTO: "whisperx"}
+    return f"no live worker serves lane {lane.value}: start one with `klipnote worker --model {kind[lane]}`"

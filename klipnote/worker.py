@@ -92,6 +92,8 @@ class Worker:
         self.record = WorkerRecord(id=worker_id, model=engine.name, lanes=[lane.value for lane in options.lanes],
                                    host=HOSTNAME, pid=self.ref.pid, device=options.device, started_at=time.time(),
                                    details=dict(options.details))
+        if options.device == "cuda" and os.environ.get("CUDA_VISIBLE_DEVICES"):
+            self.record.details["cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]  # which GPU (--gpu)
         self._stop_requested: float | None = None
         self._stuck_job: str | None = None
         self._beat_stop = threading.Event()
@@ -244,6 +246,8 @@ class Worker:
             message = "done" + (f"; {'; '.join(problems)}" if problems else "")
             claim.finish(message, timings={k: round(v, 3) for k, v in timings.items()})
             self.record.jobs_done += 1
+            self.record.audio_seconds += audio.seconds(audio_samples)
+            self.record.processing_seconds += timings["total"]
             job_log.write(f"done in {timings['total']:.1f} s")
             log.info("job %s done in %.1f s", claim.job_id, timings["total"])
         except (HandBack, ClaimLost) as exc:
