@@ -9,9 +9,13 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from klipnote.job import JobState, Status
+from klipnote.registry import WorkerRecord, WorkerState
+
+if TYPE_CHECKING:
+    from klipnote.monitor import RunningJob, Snapshot, WorkerView
 
 STATE_STYLE = {
     JobState.QUEUED: "cyan",
@@ -114,3 +118,103 @@ def error(message: str) -> None:
 def warn_lines(lines: Sequence[str]) -> None:
     for line in lines:
         error(f"warning: {line}")
+
+
+# ---------------------------------------------------------------------- monitoring
+
+WORKER_STATE_STYLE = {
+    WorkerState.STARTING: "cyan",
+    WorkerState.IDLE: "green",
+    WorkerState.BUSY: "yellow",
+    WorkerState.STOPPING: "magenta",
+    WorkerState.STOPPED: "dim",
+    WorkerState.OFFLINE: "red",
+}
+
+
+def device_text(record: WorkerRecord) -> str:
+    """``cuda:1 NVIDIA H200 139.8 GiB`` or ``cpu``: where a worker runs, from its record's details."""
+    details = record.details
+    gpu = f":{details['cuda_visible_devices']}" if details.get("cuda_visible_devices") else ""
+    name = f" {details['gpu']}" if details.get("gpu") else ""
+    memory = f" {details['gpu_memory_gib']} GiB" if details.get("gpu_memory_gib") else ""
+    return f"{record.device}{gpu}{name}{memory}"
+
+
+def stage_text(status: Status) -> str:
+    """``transcribing 42%``: what a claimed job is doing."""
+    return f"{status.stage.value if status.stage else 'claimed'} {status.progress:.0f}%"
+
+
+def workers_table(views: Sequence[WorkerView], title: str | None = None) -> Any:
+    """One row per registered worker; a dead one says why in place of its job."""
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=Text(title) if title else None, box=None, header_style="bold", pad_edge=False)
+    for column in ("worker", "model", "state", "job", "progress", "done/failed", "uptime", "heartbeat", "host:pid",
+                   "device"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("state", "job", "done/failed"))
+    for view in views:
+        record, job = view.record, view.job
+        state = f"[{WORKER_STATE_STYLE[view.state]}]{view.state.value}[/]"
+        doing = view.offline_reason or (stage_text(job.status) if job else "-")
+        table.add_row(escape(record.id), escape(record.model), state, job.status.id if job else "-", escape(doing),
+                      f"{record.jobs_done}/{record.jobs_failed}", duration(view.uptime),
+                      f"{duration(view.heartbeat_age)} ago", escape(f"{record.host}:{record.pid}"),
+                      escape(device_text(record)))
+    return table
+
+
+def running_table(jobs: Sequence[RunningJob]) -> Any:
+    """Running jobs with a bar for their stage's progress and an estimate of the time left."""
+    from rich.markup import escape
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+
+    table = Table(title="running", title_justify="left", box=None, header_style="bold", pad_edge=False)
+    for column in ("job", "worker", "stage", "progress", "elapsed", "eta", "input"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("job", "stage", "progress"))
+    for job in jobs:
+        status = job.status
+        table.add_row(status.id, escape(job.worker_id or "-"), stage_text(status),
+                      ProgressBar(total=100.0, completed=status.progress, width=12), duration(job.elapsed),
+                      duration(job.eta) if job.eta is not None else "-", escape(status.input))
+    return table
+
+
+def failures_table(statuses: Sequence[Status]) -> Any:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="recent failures", title_justify="left", box=None, header_style="bold", pad_edge=False)
+    for column in ("job", "finished", "input", "error"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("job", "finished"))
+    for status in statuses:
+        table.add_row(status.id, when(status.finished_at), escape(status.input),
+                      f"[red]{escape(status.error or status.message)}[/]")
+    return table
+
+
+def top_frame(snap: Snapshot) -> Any:
+    """One frame of ``klipnote top``: queues, workers, running jobs, latest failures, lanes nobody serves."""
+    from rich.console import Group
+    from rich.text import Text
+
+    queues = ", ".join(f"{lane} {count}" for lane, count in snap.queues.items())
+    jobs = ", ".join(f"{state} {count}" for state, count in snap.jobs.items() if count) or "none"
+    live = sum(1 for view in snap.workers if view.live)
+    at = snap.taken_at
+    parts: list[Any] = [
+        Text.assemble(("klipnote top", "bold"), f"  {snap.root}  {time.strftime('%H:%M:%S', time.localtime(at))}"),
+        Text(f"waiting: {queues}   jobs: {jobs}   workers: {live} live of {len(snap.workers)}"),
+    ]
+    parts.extend(Text(f"warning: {line}", style="yellow") for line in snap.unserved.values())
+    parts.append(Text(""))
+    parts.append(workers_table(snap.workers) if snap.workers else Text("no workers have registered"))
+    if snap.running:
+        parts.extend([Text(""), running_table(snap.running)])
+    if snap.failures:
+        parts.extend([Text(""), failures_table(snap.failures)])
+    return Group(*parts)

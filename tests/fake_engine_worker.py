@@ -7,6 +7,9 @@ and delivery are the production code. The engine's behaviour is set by environme
 - ``FAKE_FAIL_LANGUAGE``: jobs submitted with this language hint make the engine raise
 - ``FAKE_OOM``: the first N transcriptions raise a CUDA-style out-of-memory error
 - ``FAKE_LANGUAGE``: what language detection hears (``fail`` makes it raise); default ``en``
+
+``KLIPNOTE_LEASE_TTL`` and ``KLIPNOTE_HEARTBEAT_INTERVAL`` set its spool's lease and heartbeat, as they
+do a real worker's (default 5 s and 0.2 s, so fault tests run in seconds).
 """
 
 from __future__ import annotations
@@ -80,7 +83,8 @@ def main() -> int:
     parser.add_argument("--lanes", default="whisperx,auto")
     args = parser.parse_args()
     setup_logging()
-    spool = Spool(args.spool, lease_ttl=5.0, heartbeat_interval=0.2).open()
+    spool = Spool(args.spool, lease_ttl=float(os.environ.get("KLIPNOTE_LEASE_TTL", "5")),
+                  heartbeat_interval=float(os.environ.get("KLIPNOTE_HEARTBEAT_INTERVAL", "0.2"))).open()
     engine = FakeEngine(args.batch_size, tuple(Lane(name) for name in args.lanes.split(",")))
     options = WorkerOptions(lanes=engine.lanes, once=args.once, drain=args.drain, max_jobs=args.max_jobs,
                             idle_exit=args.idle_exit, grace=args.grace, poll_interval=0.1)
