@@ -68,16 +68,16 @@ class WorkerRecord:
         """The state an observer can vouch for, and why a worker it calls offline is thought dead."""
         if self.state is WorkerState.STOPPED:
             return self.state, None
-        age = now() - self.heartbeat_at
-        if age > lease_ttl:
-            return WorkerState.OFFLINE, f"no heartbeat for {age:.0f} s (lease {lease_ttl:.0f} s)"
-        if self.host == HOSTNAME:
+        if self.host == HOSTNAME:  # the surer sign, where it can be had
             try:
                 os.kill(self.pid, 0)
             except ProcessLookupError:
                 return WorkerState.OFFLINE, f"its process {self.pid} on this host is gone"
             except PermissionError:
                 pass  # alive, owned by another user
+        age = now() - self.heartbeat_at
+        if age > lease_ttl:
+            return WorkerState.OFFLINE, f"no heartbeat for {age:.0f} s (lease {lease_ttl:.0f} s)"
         return self.state, None
 
     def alive(self, lease_ttl: float) -> bool:
