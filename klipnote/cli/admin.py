@@ -36,8 +36,11 @@ def doctor(
         help="auto, cuda or cpu. Default: WHISPER_DEVICE, else auto.")] = None,
     json: JsonFlag = False,
 ) -> None:
-    """Check this machine for a worker: ffmpeg, spool, disk, Python and packages, torch and CUDA, GPU, model
-    cache, config, telemetry. One line per check; exit 1 if any check fails."""
+    """Check this machine for a worker, one line per check; exit 1 if any fails.
+
+    ffmpeg, spool, disk, Python and packages against envs/ pins, torch and CUDA, GPU, model cache,
+    config file, telemetry; each problem comes with what to do about it.
+    """
     from klipnote import doctor as checks
 
     if model is Model.AUTO:
@@ -60,8 +63,10 @@ def models_pull(
         help="Branch, tag or commit to download (default main); the commit it resolves to is recorded.")] = None,
     json: JsonFlag = False,
 ) -> None:
-    """Download a model into the cache the workers read (or assemble an offline one) and record the SHA-256
-    of every file."""
+    """Download a model before the first job needs it; record every file's SHA-256.
+
+    Hub models go into the Hugging Face cache the workers read; offline models are assembled.
+    """
     from klipnote import modelstore
 
     settings = session_of(ctx).settings
@@ -79,8 +84,10 @@ def models_pull(
 
 @models_app.command("list")
 def models_list(ctx: typer.Context, json: JsonFlag = False) -> None:
-    """What is cached: models pulled by klipnote (with the state of their last check) and other copies in the
-    Hugging Face cache that workers would load."""
+    """Show cached models with sizes, revisions and the state of their last check.
+
+    Lists what klipnote pulled and other copies in the Hugging Face cache that workers would load.
+    """
     from klipnote import modelstore
 
     entries = modelstore.list_models(session_of(ctx).settings)
@@ -100,8 +107,10 @@ def models_verify(
         metavar="[NAME]", help="The model to check (as given to pull); default: every pulled model.")] = None,
     json: JsonFlag = False,
 ) -> None:
-    """Re-hash every file of pulled models against the recorded SHA-256; exit 1 if any is missing, truncated
-    or different."""
+    """Re-hash pulled models' files against their recorded SHA-256; exit 1 if any does not match.
+
+    A missing, truncated or altered file is named with the command that fetches it again.
+    """
     from klipnote import modelstore
 
     manifests = modelstore.manifests_for([name] if name else [], session_of(ctx).settings)
