@@ -100,13 +100,14 @@ def escape_help(text: str) -> str:
 
 
 def format_value(value: float) -> str:
-    if isinstance(value, int) or (math.isfinite(value) and value == int(value) and abs(value) < 2**53):
-        return str(int(value))
+    """Whole numbers as such, others to a microsecond (sums of seconds grow float noise), and the specials."""
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
         return "+Inf" if value > 0 else "-Inf"
-    return repr(float(value))
+    if value == int(value) and abs(value) < 2**53:
+        return str(int(value))
+    return repr(round(float(value), 6))
 
 
 def exposition(metrics: list[Metric]) -> str:

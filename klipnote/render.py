@@ -155,7 +155,7 @@ def workers_table(views: Sequence[WorkerView], title: str | None = None) -> Any:
     table = Table(title=Text(title) if title else None, box=None, header_style="bold", pad_edge=False)
     for column in ("worker", "model", "state", "job", "progress", "done/failed", "uptime", "heartbeat", "host:pid",
                    "device"):
-        table.add_column(column, overflow="fold", no_wrap=column in ("state", "job", "done/failed"))
+        table.add_column(column, overflow="fold", no_wrap=column != "device")
     for view in views:
         record, job = view.record, view.job
         state = f"[{WORKER_STATE_STYLE[view.state]}]{view.state.value}[/]"
@@ -175,7 +175,7 @@ def running_table(jobs: Sequence[RunningJob]) -> Any:
 
     table = Table(title="running", title_justify="left", box=None, header_style="bold", pad_edge=False)
     for column in ("job", "worker", "stage", "progress", "elapsed", "eta", "input"):
-        table.add_column(column, overflow="fold", no_wrap=column in ("job", "stage", "progress"))
+        table.add_column(column, overflow="fold", no_wrap=column != "input")
     for job in jobs:
         status = job.status
         table.add_row(status.id, escape(job.worker_id or "-"), stage_text(status),
