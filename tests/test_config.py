@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import re
 import stat
+from pathlib import Path
 
 import pytest
 
 from klipnote import defaults
 from klipnote.config import MASK, SETTINGS, load_settings
+
+from .conftest import REPO
 
 TOKEN = "hf_secretSECRETsecret1234"
 
@@ -77,6 +80,23 @@ def test_init_goes_where_klipnote_reads_and_keeps_an_existing_file_unless_forced
     assert forced.returncode == 0, forced.stderr
     assert forced.stderr == ""
     assert "# default_model = " in expected.read_text()
+
+
+def test_the_example_config_is_the_template_with_a_gpu_boxs_lines_set(klipnote, tmp_path):
+    example = REPO / "examples" / "config.toml"
+    settings = load_settings(environ={"KLIPNOTE_CONFIG": str(example)})
+    from_file = {s.name: getattr(settings, s.name) for s in SETTINGS if settings.sources[s.name] != "default"}
+    assert from_file == {"spool": Path("/srv/klipnote/spool"), "spool_group": "transcribers", "device": "cuda",
+                         "compute_type": "float16", "batch_size": 16, "max_duration_hours": 4.0}
+    target = tmp_path / "config.toml"
+    assert klipnote("config", "init", "--path", str(target), spool=None).returncode == 0
+    example_text = example.read_text()
+    for line in target.read_text().splitlines():  # every comment of config init is kept, every key is there
+        key = re.fullmatch(r"# (\w+) = .*", line)
+        if key:
+            assert re.search(rf"^(# )?{key.group(1)} = ", example_text, re.MULTILINE), line
+        elif line != "# For example:":
+            assert line in example_text.splitlines(), line
 
 
 def test_config_path_follows_klipnote_config(klipnote, tmp_path):

@@ -57,7 +57,8 @@ def states(spool_dir: Path) -> dict[str, str]:
 def fake_launcher(tmp_path: Path) -> Path:
     """A stand-in for scripts/klipnote-worker with its interface (MODEL first) around the fake engine."""
     path = tmp_path / "fake-klipnote-worker"
-    path.write_text(f'#!/bin/sh\nshift\nexec "{sys.executable}" "{FAKE}" --spool "$KLIPNOTE_SPOOL" "$@"\n')
+    spool = f"$(\"{sys.executable}\" -c 'from klipnote.config import load_settings; print(load_settings().spool)')"
+    path.write_text(f'#!/bin/sh\nshift\nexec "{sys.executable}" "{FAKE}" --spool "{spool}" "$@"\n')
     path.chmod(0o755)
     return path
 
@@ -379,3 +380,114 @@ def test_backup_refuses_what_it_cannot_do(spool_dir, tmp_path, args, code, says)
     assert done.returncode == code
     assert says.format(tmp=tmp_path) in done.stderr
     assert not (tmp_path / "r").exists()
+
+
+# ---------------------------------------------------------------------- examples
+
+
+def sh_blocks(path: Path) -> list[str]:
+    return re.findall(r"^```sh\n(.*?)^```", path.read_text(), re.MULTILINE | re.DOTALL)
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="the pipeline examples read JSON with jq, not installed")
+def test_the_pipeline_examples_run_as_documented(spool_dir, media, tmp_path):
+    find_, xargs_, wait_, collect, one_file, retry = sh_blocks(REPO / "examples" / "pipelines.md")
+    inbox, out = tmp_path / "inbox", tmp_path / "out"
+    (inbox / "sub").mkdir(parents=True)
+    shutil.copy(media["wav"], inbox / "tone.wav")
+    shutil.copy(media["mp3"], inbox / "sub" / "music.mp3")
+    (inbox / "sub" / "with space.wav").write_bytes((inbox / "tone.wav").read_bytes()[:-640])
+    (inbox / "talk.WAV").write_bytes((inbox / "tone.wav").read_bytes()[:-1280])
+    (inbox / "notes.txt").write_text("not media\n")
+    env = {**os.environ, "KLIPNOTE_SPOOL": str(spool_dir), "INBOX": str(inbox), "OUT": str(out),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+    def sh(block: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+
+    worker = subprocess.Popen([sys.executable, str(FAKE), "--spool", str(spool_dir)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env={**os.environ, "FAKE_FAIL_LANGUAGE": "xx"})
+    try:
+        assert sh(find_).returncode == 0
+        assert len((tmp_path / "ids.txt").read_text().split()) == 4  # every .wav, .WAV and .mp3; not notes.txt
+        done = sh(xargs_)  # the same .wav files again: --skip-existing gives their ids, submits nothing new
+        assert (done.returncode, done.stderr) == (0, "")
+        assert len((tmp_path / "ids.txt").read_text().split()) == 7 and len(states(spool_dir)) == 4
+
+        done = sh(wait_)
+        assert done.stdout == "all 7 done\n", done.stdout + done.stderr
+
+        assert sh(collect).returncode == 0
+        assert sorted(p.name for p in out.iterdir()) == ["music.srt", "talk.srt", "tone.srt", "with space.srt"]
+        assert "fake transcript" in (out / "with space.srt").read_text()
+
+        (inbox / "talk.wav").write_bytes((inbox / "tone.wav").read_bytes()[:-1920])
+        done = sh(one_file)
+        assert (done.returncode, done.stderr) == (0, ""), done.stderr
+        assert (out / "talk.txt").read_text().startswith("fake transcript")
+
+        bad = klipnote_json(spool_dir, "submit", "-l", "xx", str(media["m4a"]), "--wait")[0]
+        assert bad["state"] == "failed"
+        (tmp_path / "ids.txt").write_text(bad["id"] + "\n", encoding="utf-8")
+        done = sh(wait_)
+        assert done.stdout.startswith("some failed or were canceled:\n")
+        assert f"{bad['id']} failed: " in done.stdout
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=60) == 0
+
+    assert sh(retry).returncode == 0
+    assert klipnote_json(spool_dir, "status", bad["id"])["state"] == "queued"
+
+
+def test_the_example_crontab_runs_silently(spool_dir, media, fake_launcher, tmp_path):
+    """Every active line of examples/crontab, in cron's bare environment, with this checkout's paths."""
+    places = {"/opt/klipnote/.venv": sys.prefix, "/opt/klipnote": str(REPO), "/srv/inbox-zh": str(tmp_path / "zh"),
+              "/srv/inbox": str(tmp_path / "inbox"), "/backup/klipnote": str(tmp_path / "backups"),
+              "/etc/klipnote/config.toml": str(tmp_path / "config.toml"),
+              "/tmp/klipnote-cron-zh.lock": str(tmp_path / "zh.lock")}
+
+    def here(text: str) -> str:
+        for old, new in places.items():
+            text = text.replace(old, new)
+        return text
+
+    (tmp_path / "config.toml").write_text(f'spool = "{spool_dir}"\n')
+    for folder, kind in (("inbox", "wav"), ("zh", "mp3")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(media[kind], tmp_path / folder / f"tone.{kind}")
+    env = {"HOME": str(tmp_path), "LOGNAME": "klipnote", "XDG_RUNTIME_DIR": str(tmp_path),
+           "KLIPNOTE_WORKER": str(fake_launcher)}  # the workers it drains with: the fake engine's
+    commands = []
+    for line in (REPO / "examples" / "crontab").read_text().splitlines():
+        if re.fullmatch(r"[A-Z_]+=.*", line):
+            key, _, value = line.partition("=")
+            env[key] = here(value)
+        elif line and not line.startswith("#"):
+            commands.append(here(line.split(None, 5)[5]))
+    assert len(commands) == 4
+    for command in commands:
+        done = subprocess.run([env["SHELL"], "-c", command], env=env, capture_output=True, text=True, timeout=120,
+                              check=False)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "", ""), (command, done.stderr)
+
+    assert states(spool_dir) == {"tone.wav": "done", "tone.mp3": "queued"}  # no belle2 worker drained the zh lane
+    assert (tmp_path / "inbox" / "tone.srt").exists()
+    assert len(list((tmp_path / "backups").glob("klipnote-spool-*.tar.gz"))) == 1
+
+
+def test_the_example_environment_files_hold_valid_settings():
+    """KEY=VALUE lines as systemd's EnvironmentFile= reads them, the instance's file after the shared one."""
+    from klipnote.config import load_settings
+
+    environ: dict[str, str] = {}
+    for name in ("worker.env", "whisperx-1.env"):
+        for line in (REPO / "examples" / "systemd" / name).read_text().splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.partition("=")
+                assert re.fullmatch(r"[A-Z][A-Z0-9_]*", key) and value == value.strip(), line
+                environ[key] = value
+    settings = load_settings(environ={**environ, "KLIPNOTE_CONFIG": "/nonexistent.toml"})
+    assert (str(settings.spool), settings.whisper_model, settings.batch_size) == ("/srv/klipnote/spool", "medium", 8)
+    assert settings.sources["hf_token"] == "environment HF_TOKEN"
