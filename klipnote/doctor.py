@@ -311,9 +311,7 @@ def check_model(kind: str, settings: Settings) -> Check:
     except UsageError as exc:
         return fail("model", str(exc), f"set {'WHISPER_MODEL' if kind == 'whisperx' else 'BELLE2_MODEL_NAME'} to a "
                     "model that exists")
-    if ref.offline is not None:
-        return _check_offline(ref.offline)
-    return _check_hub(ref)
+    return _check_offline(ref) if ref.offline is not None else _check_hub(ref)
 
 
 def _check_local_folder(kind: str, folder: Path) -> Check:
@@ -324,7 +322,9 @@ def _check_local_folder(kind: str, folder: Path) -> Check:
     return ok("model", f"local folder {folder}")
 
 
-def _check_offline(model: models.OfflineModel) -> Check:
+def _check_offline(ref: modelstore.ModelRef) -> Check:
+    model = ref.offline
+    assert model is not None
     try:
         for package, inner in model.parts:
             models.package_file(package, inner, model)
@@ -333,7 +333,8 @@ def _check_offline(model: models.OfflineModel) -> Check:
     if not models.is_assembled(model):
         return warn("model", f"{model.name} is not assembled yet (the worker does it at start, in seconds)",
                     f"klipnote models pull {model.name}")
-    return ok("model", f"{model.name} assembled in {models.model_folder(model)}{_recorded(model.name, None)}")
+    return _with_manifest(f"{model.name} assembled in {models.model_folder(model)}", ref, None,
+                          f"klipnote models pull {model.name}")
 
 
 def _check_hub(ref: modelstore.ModelRef) -> Check:
@@ -347,7 +348,8 @@ def _check_hub(ref: modelstore.ModelRef) -> Check:
                         "HF_HUB_OFFLINE), or copy the cache from a machine that has it")
         return warn("model", f"{ref.repo_id} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}): the "
                     "first job downloads it and waits", f"klipnote models pull {_pull_name(ref)}")
-    return ok("model", f"{ref.repo_id} cached at {folder.name[:12]}{_recorded(ref.key, folder)}")
+    return _with_manifest(f"{ref.repo_id} cached at {folder.name[:12]}", ref, folder,
+                          f"klipnote models pull {_pull_name(ref)}")
 
 
 def _pull_name(ref: modelstore.ModelRef) -> str:
@@ -374,14 +376,25 @@ def _cached_folder(ref: modelstore.ModelRef) -> Path | None:
         return None
 
 
-def _recorded(key: str, folder: Path | None) -> str:
-    path = modelstore.manifest_dir() / f"{key}.json"
+def _with_manifest(found: str, ref: modelstore.ModelRef, folder: Path | None, pull: str) -> Check:
+    """The model is there; what its manifest (the checksums ``models pull`` recorded) says of it.
+
+    A last verify that failed is a failure: the worker would load the damaged file.
+    """
+    path = modelstore.manifest_path(ref)
     if not path.is_file():
-        return "; not pulled by klipnote, no checksums recorded (klipnote models pull records them)"
-    manifest = modelstore.load_manifest(path)
+        return ok("model", f"{found}; not pulled by klipnote, so no checksums are recorded ({pull} records them)")
+    try:
+        manifest = modelstore.load_manifest(path)
+    except KlipnoteError as exc:
+        return warn("model", f"{found}; {exc}", pull)
     if folder is not None and Path(manifest.folder) != folder:
-        return f"; the manifest is for another revision ({(manifest.commit or '')[:12]}): pull again"
-    return f"; {len(manifest.files)} files, SHA-256 {manifest.integrity.value} (klipnote models verify re-checks)"
+        return warn("model", f"{found}; the checksums recorded are for another revision "
+                    f"({(manifest.commit or '?')[:12]})", pull)
+    if manifest.integrity is modelstore.Integrity.FAILED:
+        return fail("model", f"{found}; the last klipnote models verify found damaged files", manifest.pull_command)
+    return ok("model", f"{found}; {len(manifest.files)} files, SHA-256 {manifest.integrity.value} at "
+              "the last check (klipnote models verify re-checks)")
 
 
 # ---------------------------------------------------------------------- telemetry

@@ -16,6 +16,7 @@ so a truncated or replaced weight file is found before a worker loads it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -223,8 +224,12 @@ def all_manifests() -> list[Manifest]:
 
 def save_manifest(ref: ModelRef, manifest: Manifest) -> None:
     path = manifest_path(ref)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, manifest.to_json(), 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, manifest.to_json(), 0o644)
+    except OSError as exc:
+        raise KlipnoteError(f"cannot write the model manifest {path}: {exc.strerror}; set KLIPNOTE_MODEL_CACHE to a "
+                            "folder this user can write") from None
 
 
 # ---------------------------------------------------------------------- hashing
@@ -407,7 +412,8 @@ def _discard(path: Path) -> None:
 
 
 def verify(manifest: Manifest) -> list[Problem]:
-    """Re-hash every recorded file; record the outcome in the manifest's file too."""
+    """Re-hash every recorded file; record the outcome in the manifest too, where this user may write it
+    (a cache shared read-only is still verified)."""
     folder = Path(manifest.folder)
     expected = {f.path: Expected(f.size, f.sha256, None, f.origin) for f in manifest.files}
     _, bad = _check_folder(folder, expected)
@@ -415,7 +421,8 @@ def verify(manifest: Manifest) -> list[Problem]:
     manifest.verified_at = time.time()
     ref = ModelRef(manifest.name, manifest.source, repo_id=manifest.repo_id,
                    offline=models.OFFLINE_MODELS.get(manifest.name) if manifest.source is Source.OFFLINE else None)
-    save_manifest(ref, manifest)
+    with contextlib.suppress(KlipnoteError):
+        save_manifest(ref, manifest)
     return [Problem(str(folder / rel), reason) for rel, reason in bad.items()]
 
 

@@ -279,3 +279,23 @@ def test_whisper_names_resolve_as_faster_whisper_does(home: Path, tmp_path: Path
                            check=False)
     assert found.returncode == 0, found.stderr
     assert found.stdout.strip() == record["folder"]
+
+    def doctor() -> dict:
+        proc = subprocess.run([sys.executable, "-m", "klipnote", "--spool", str(tmp_path / "spool"), "doctor",
+                               "--device", "cpu", "--json"], env={**offline, "WHISPER_MODEL": "tiny.en"},
+                              capture_output=True, text=True, timeout=600, check=False)
+        return next(c for c in json.loads(proc.stdout)["checks"] if c["name"] == "model")
+
+    model = doctor()
+    assert model["outcome"] == "ok", model
+    assert model["found"] == (f"Systran/faster-whisper-tiny.en cached at {repo.commit[:12]}; 4 files, SHA-256 "
+                              "verified at the last check (klipnote models verify re-checks)")
+    blob = blob_of(record["folder"], "model.bin")
+    with open(blob, "r+b") as fh:
+        fh.seek(1000)
+        fh.write(b"\0" * 16)
+    verify = subprocess.run([sys.executable, "-m", "klipnote", "models", "verify", "tiny.en"], env=offline,
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert verify.returncode == 1 and "model.bin: SHA-256" in verify.stdout
+    model = doctor()
+    assert model["outcome"] == "FAIL" and model["advice"] == f"klipnote models pull tiny.en --revision {repo.commit}"
