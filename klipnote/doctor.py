@@ -308,9 +308,8 @@ def check_model(kind: str, settings: Settings) -> Check:
         return _check_local_folder(kind, folder)
     try:
         ref = modelstore.resolve(kind, settings)
-    except UsageError as exc:
-        return fail("model", str(exc), f"set {'WHISPER_MODEL' if kind == 'whisperx' else 'BELLE2_MODEL_NAME'} to a "
-                    "model that exists")
+    except UsageError as exc:  # its message says what to do: which names exist, which env resolves them
+        return fail("model", str(exc))
     return _check_offline(ref) if ref.offline is not None else _check_hub(ref)
 
 
