@@ -155,7 +155,7 @@ def workers_table(views: Sequence[WorkerView], title: str | None = None) -> Any:
     table = Table(title=Text(title) if title else None, box=None, header_style="bold", pad_edge=False)
     for column in ("worker", "model", "state", "job", "progress", "done/failed", "uptime", "heartbeat", "host:pid",
                    "device"):
-        table.add_column(column, overflow="fold", no_wrap=column != "device")
+        table.add_column(column, overflow="fold", no_wrap=column in ("worker", "job"), min_width=len(column))
     for view in views:
         record, job = view.record, view.job
         state = f"[{WORKER_STATE_STYLE[view.state]}]{view.state.value}[/]"
