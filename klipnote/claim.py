@@ -19,6 +19,7 @@ the job. A worker that was frozen past its lease, or whose job was canceled, get
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import threading
 import time
@@ -66,10 +67,11 @@ def claim_next(spool: Spool, lanes: Sequence[Lane], worker: WorkerRef) -> Claim 
             if ticket is not None:
                 candidates.append((name, lane, ticket))
     candidates.sort(key=lambda c: c[0])  # priority key, then id (= submit time)
-    for name, lane, ticket in candidates:
-        claim = _try_claim(spool, spool.queue / lane.value / name, ticket, worker)
-        if claim is not None:
-            return claim
+    with spool.io("claiming a job"):  # a read-only or full spool: one line, not a traceback from filelock
+        for name, lane, ticket in candidates:
+            claim = _try_claim(spool, spool.queue / lane.value / name, ticket, worker)
+            if claim is not None:
+                return claim
     return None
 
 
@@ -97,11 +99,11 @@ def _try_claim(spool: Spool, source: Path, ticket: Ticket, worker: WorkerRef) ->
         with spool.state_lock(ticket.job_id):
             try:
                 manifest = spool.manifest(ticket.job_id)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except (OSError, ValueError) as exc:
                 spool.quarantine_job(ticket.job_id, f"manifest unreadable: {type(exc).__name__}: {exc}")
                 lock.release()
                 return None
-            status = _status_or_rebuilt(spool, manifest)
+            status = spool.status_or_rebuilt(manifest)
             if status.state.terminal:
                 target.unlink(missing_ok=True)
                 lock.release()
@@ -121,22 +123,6 @@ def _try_claim(spool: Spool, source: Path, ticket: Ticket, worker: WorkerRef) ->
     return Claim(spool, manifest, status, ticket, lock)
 
 
-def _status_or_rebuilt(spool: Spool, manifest: Manifest) -> Status:
-    """The job's status, or a fresh one from its manifest when the status file was damaged."""
-    try:
-        return spool.load_status(manifest.id)
-    except KlipnoteError:
-        return Status(
-            id=manifest.id,
-            state=JobState.QUEUED,
-            lane=manifest.lane,
-            input=manifest.input.path,
-            submitted_at=manifest.submitted_at,
-            attempt_limit=spool.max_attempts,
-            message="status file was unreadable and has been rebuilt",
-        )
-
-
 class Claim:
     """A job this worker holds. Heartbeats run in a thread until the claim is closed."""
 
@@ -148,12 +134,12 @@ class Claim:
         self._lock = lock
         self._ticket_path = spool.claimed_path(ticket.job_id, ticket.attempt)
         self.job_dir = spool.job_dir(ticket.job_id)
-        self.output_dir = self.job_dir / f".attempt-{ticket.attempt}"
+        self.output_dir = spool.staging_dir(ticket.job_id, ticket.attempt, f"{os.getpid()}-{secrets.token_hex(4)}")
         self._lost = threading.Event()
         self._stop = threading.Event()
         self._closed = False
         self._last_progress = 0.0
-        self.output_dir.mkdir(mode=spool.dir_mode, exist_ok=True)
+        self.output_dir.mkdir(mode=spool.dir_mode)
         self._beat = threading.Thread(target=self._heartbeat, name=f"heartbeat-{ticket.job_id}", daemon=True)
         self._beat.start()
 
@@ -281,6 +267,7 @@ class Claim:
             self.close()
 
     def _end(self, state: JobState, message: str, **fields: Any) -> None:
+        shutil.rmtree(self.output_dir, ignore_errors=True)  # before the ticket goes: no reaper would clear it
         for key, value in fields.items():
             setattr(self.status, key, value)
         self.status.state = state
@@ -297,6 +284,7 @@ class Claim:
         try:
             with self.spool.io(f"handing back job {self.job_id}"), self.spool.state_lock(self.job_id):
                 self._verify_owned()
+                shutil.rmtree(self.output_dir, ignore_errors=True)
                 target = lane or self.status.lane
                 os.rename(
                     self._ticket_path,

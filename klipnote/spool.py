@@ -23,22 +23,29 @@ Why it is safe:
   fails the job after the last attempt), so a frozen holder that wakes finds its ticket gone.
 - Every change of a job's state happens under ``jobs/<id>/.state.lock``; files that readers see
   are replaced atomically (:mod:`klipnote.fsio`).
+- A claim stages its outputs in a folder of its own, ``jobs/<id>/.attempt-<n>-<tag>/`` (a job handed
+  back keeps its claim number, and the thread of the claim that handed it back may still write).
+  A reaper that proves a holder dead by taking its attempt lock clears what the holder left.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
+import functools
 import getpass
 import grp
 import os
 import shutil
 import socket
 import time
+import types
+import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from klipnote import __version__, defaults
 from klipnote.errors import JobNotFound, KlipnoteError, SpoolError, UsageError
@@ -91,7 +98,7 @@ class Ticket:
 @dataclass(frozen=True)
 class ReapOutcome:
     job_id: str
-    action: str  # "requeued", "failed" or "dropped"
+    action: str  # "requeued", "failed", "dropped" or "quarantined"
     reason: str
 
 
@@ -230,6 +237,14 @@ class Spool:
     def claimed_path(self, job_id: str, attempt: int) -> Path:
         return self.claimed / Ticket(job_id, attempt).claimed_name
 
+    def staging_dir(self, job_id: str, attempt: int, tag: str) -> Path:
+        """Where one claim numbered ``attempt`` writes its outputs until it commits them (hidden from readers)."""
+        return self.job_dir(job_id) / f".attempt-{attempt}-{tag}"
+
+    def staging_dirs(self, job_id: str, attempt: int) -> list[Path]:
+        """The staging folders of every claim numbered ``attempt``."""
+        return list(self.job_dir(job_id).glob(f".attempt-{attempt}-*"))
+
     def _lock(self, path: Path, timeout: float) -> FileLock:
         from filelock import FileLock  # imported here: costs tens of ms, and read-only commands skip it
 
@@ -267,17 +282,38 @@ class Spool:
     # ------------------------------------------------------------------ reading jobs
 
     def manifest(self, job_id: str) -> Manifest:
-        return Manifest.from_dict(read_json(self.job_dir(job_id) / MANIFEST))
+        """The job's manifest; ``ValueError`` when it is not one (truncated, garbage, fields of the wrong type)."""
+        path = self.job_dir(job_id) / MANIFEST
+        data = read_json(path)
+        try:
+            return _checked(Manifest.from_dict(data))
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ValueError(f"{path} is not a manifest ({type(exc).__name__}: {exc})") from None
 
     def load_status(self, job_id: str) -> Status:
         """The job's status; :class:`KlipnoteError` when its file is missing or unreadable."""
         path = self.job_dir(job_id) / STATUS
         try:
-            return Status.from_dict(read_json(path))
+            return _checked(Status.from_dict(read_json(path)))
         except FileNotFoundError:
             raise JobNotFound(f"no job {job_id} in the spool {self.root}") from None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise KlipnoteError(f"the status of job {job_id} is unreadable ({exc}); see {path}") from None
+
+    def status_or_rebuilt(self, manifest: Manifest) -> Status:
+        """The job's status, or a fresh queued one from its manifest when the status file was damaged."""
+        try:
+            return self.load_status(manifest.id)
+        except KlipnoteError:
+            return Status(
+                id=manifest.id,
+                state=JobState.QUEUED,
+                lane=manifest.lane,
+                input=manifest.input.path,
+                submitted_at=manifest.submitted_at,
+                attempt_limit=self.max_attempts,
+                message="status file was unreadable and has been rebuilt",
+            )
 
     def write_status(self, status: Status) -> None:
         status.updated_at = now()
@@ -498,33 +534,45 @@ class Spool:
             status = None
         holder = status.worker if status and status.attempt == ticket.attempt else None
         reason = None
-        lock = None
-        if holder and holder.get("host") == HOSTNAME:
-            candidate = self.attempt_lock(ticket.job_id, ticket.attempt)
-            try:
-                candidate.acquire()
-                lock = candidate
-                reason = f"worker {holder.get('id')} (pid {holder.get('pid')}) exited without finishing"
-            except Timeout:
-                pass
-        age = now() - max(st.st_mtime, st.st_ctime)
-        if reason is None and age > self.lease_ttl:
-            who = f"worker {holder.get('id')} on {holder.get('host')}" if holder else "its worker"
-            reason = f"{who} sent no heartbeat for {age:.0f} s (lease {self.lease_ttl:.0f} s)"
-        if reason is None:
-            return None
+        # Free means no live process on this host holds it (on another host it proves nothing).
+        lock: FileLock | None = self.attempt_lock(ticket.job_id, ticket.attempt)
         try:
+            lock.acquire()
+        except Timeout:
+            lock = None
+        try:
+            if lock is not None and holder and holder.get("host") == HOSTNAME:
+                reason = f"worker {holder.get('id')} (pid {holder.get('pid')}) exited without finishing"
+            age = now() - max(st.st_mtime, st.st_ctime)
+            if reason is None and age > self.lease_ttl:
+                who = f"worker {holder.get('id')} on {holder.get('host')}" if holder else "its worker"
+                reason = f"{who} sent no heartbeat for {age:.0f} s (lease {self.lease_ttl:.0f} s)"
+            if reason is None:
+                return None
             with self.state_lock(ticket.job_id):
                 if not path.exists():
                     return None
-                return self._requeue_or_fail(ticket, path, reason)
+                outcome = self._requeue_or_fail(ticket, path, reason)
+            if lock is not None and outcome.action != "quarantined":
+                # The dead claim's half-written outputs; a frozen holder still owns its lock and cleans up itself.
+                for staging in self.staging_dirs(ticket.job_id, ticket.attempt):
+                    shutil.rmtree(staging, ignore_errors=True)
+            return outcome
         finally:
             if lock is not None:
                 lock.release()
 
     def _requeue_or_fail(self, ticket: Ticket, path: Path, reason: str) -> ReapOutcome:
         """Called under the state lock with the dead claim's ticket at ``path``."""
-        status = self.load_status(ticket.job_id)
+        job_dir = self.job_dir(ticket.job_id)
+        for orphan in job_dir.glob(f".{STATUS}.*.tmp"):
+            orphan.unlink(missing_ok=True)  # every status write holds the state lock: this one's writer died
+        try:
+            manifest = self.manifest(ticket.job_id)
+        except ValueError as exc:
+            self.quarantine_job(ticket.job_id, f"manifest unreadable: {exc}")
+            return ReapOutcome(ticket.job_id, "quarantined", str(exc))
+        status = self.status_or_rebuilt(manifest)
         if status.state.terminal:
             path.unlink()
             return ReapOutcome(ticket.job_id, "dropped", f"job already {status.state.value}")
@@ -537,7 +585,6 @@ class Spool:
             self.write_status(status)
             path.unlink()
             return ReapOutcome(ticket.job_id, "failed", reason)
-        manifest = self.manifest(ticket.job_id)
         os.rename(path, self.queued_path(status.lane, manifest.priority, ticket.job_id, ticket.attempt + 1))
         status.state = JobState.QUEUED
         status.message = f"requeued for attempt {ticket.attempt + 1} of {status.attempt_limit}: {reason}"
@@ -623,6 +670,44 @@ class Spool:
 
 
 _LAYOUT_NAMES = {"spool.json", "tmp", "jobs", "queue", "claimed", "quarantine", "index", "workers"}
+
+
+def _checked(record: Any) -> Any:
+    """``record`` (a Status or Manifest just parsed) if every field has its declared type, else TypeError.
+
+    A file edited by hand or written by something else can be valid JSON of the wrong shape; this
+    stops it here with one message instead of a traceback wherever the field is first used.
+    """
+    for name, hint in _field_types(type(record)).items():
+        value = getattr(record, name)
+        if not _matches(value, hint):
+            expected = getattr(hint, "__name__", str(hint))
+            raise TypeError(f"field {name!r} is {type(value).__name__} {value!r:.40}, expected {expected}")
+        if dataclasses.is_dataclass(value):
+            _checked(value)
+    return record
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is Any:
+        return True
+    if hint is type(None):
+        return value is None
+    if hint in (int, float):
+        numeric = (int,) if hint is int else (int, float)
+        return isinstance(value, numeric) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        item = typing.get_args(hint)[0] if typing.get_args(hint) else Any
+        return isinstance(value, origin) and all(_matches(v, item) for v in value)
+    return isinstance(value, origin or hint)
 
 
 def _safe_suffix(name: str) -> str:
