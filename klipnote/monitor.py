@@ -11,8 +11,9 @@ Everything comes from the spool's plain files, so any host that mounts the spool
 - jobs by state and the latest failures from every job's status (one read per job: the price
   ``list`` pays too; ``gc`` keeps it bounded).
 
-A running job's ETA is an estimate from its stage's percent and the time since its claim:
-transcription dominates a job, so its percent stands for the whole.
+A running job's ETA is an estimate from its transcription percent and the time since its claim:
+transcription dominates a job, so its percent stands for the whole. Other stages report no
+percent worth extrapolating (or one of a stage that started late), so they have no ETA.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from klipnote.errors import KlipnoteError
-from klipnote.job import JobState, Lane, Status, now
+from klipnote.job import JobState, Lane, Stage, Status, now
 from klipnote.registry import Registry, WorkerRecord, WorkerState, unserved_lanes
 from klipnote.spool import Spool, Ticket
 
@@ -35,13 +36,14 @@ RECENT_FAILURES = 5
 class RunningJob:
     status: Status
     elapsed: float  # seconds since the claim
-    eta: float | None  # seconds left; None while the stage's percent says nothing yet
+    eta: float | None  # seconds left; None outside transcription or before its first percent
 
     @classmethod
     def of(cls, status: Status, at: float) -> RunningJob:
         elapsed = max(0.0, at - (status.started_at or at))
         percent = status.progress
-        eta = elapsed * (100.0 - percent) / percent if 0.0 < percent < 100.0 else None
+        measurable = status.stage is Stage.TRANSCRIBING and 0.0 < percent < 100.0
+        eta = elapsed * (100.0 - percent) / percent if measurable else None
         return cls(status, elapsed, eta)
 
     @property
