@@ -1,6 +1,9 @@
-"""The ``klipnote`` command. Importing this package registers every command on :data:`app`."""
+"""The ``klipnote`` command. Importing this package registers every command on :data:`app`.
 
-from klipnote.cli import admin, configure, jobs, monitor, workers
+The modules are imported in the order their commands appear in ``klipnote --help``.
+"""
+
+from klipnote.cli import jobs, workers, monitor, configure, admin  # noqa: I001
 from klipnote.cli.app import app, main
 
 __all__ = ["admin", "app", "configure", "jobs", "main", "monitor", "workers"]
