@@ -133,10 +133,12 @@ def test_the_units_command_runs_a_real_worker_that_stops_on_sigterm(spool_dir, m
            "KLIPNOTE_VENV_CUDA12": sys.prefix, "WHISPER_MODEL": "base-offline"}
     command = [part.replace("/opt/klipnote", str(REPO)).replace("%i", "whisperx-cpu")
                for part in unit_value("ExecStart").split()]
-    worker = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "journal.txt"  # stderr to a file: a pipe nobody reads would fill up and stall the worker
+    with open(log, "w") as journal:
+        worker = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=journal, text=True)
     try:
         ready = worker.stdout.readline()
-        assert " ready: model base-offline on cpu " in ready, worker.stderr.read() if worker.poll() else ready
+        assert " ready: model base-offline on cpu " in ready, log.read_text()[-3000:]
         job_id = klipnote_json(spool_dir, "submit", str(corpus / "jfk.flac"))[0]["id"]
         done = subprocess.run([sys.executable, "-m", "klipnote", "--spool", str(spool_dir), "wait", job_id,
                                "--timeout", "5m"], capture_output=True, text=True, env=env, check=False)
