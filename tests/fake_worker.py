@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,8 @@ def main() -> int:
     parser.add_argument("--lease-ttl", type=float, default=3.0)
     parser.add_argument("--heartbeat", type=float, default=0.2)
     parser.add_argument("--idle-exit", type=float, default=1.0, help="exit after this long without a job")
+    parser.add_argument("--freeze-before-commit", action="store_true",
+                        help="log 'staged' and SIGSTOP itself with its outputs written but not committed")
     args = parser.parse_args()
 
     spool = Spool(args.spool, lease_ttl=args.lease_ttl, heartbeat_interval=args.heartbeat).open()
@@ -63,6 +66,9 @@ def main() -> int:
                     if not args.silent_work:
                         claim.progress(Stage.TRANSCRIBING, 100 * (1 - (deadline - time.monotonic()) / args.work))
                 (claim.output_dir / "transcript.txt").write_text(f"{claim.job_id} {claim.attempt} {args.id}\n")
+                if args.freeze_before_commit:
+                    log(args.log, "staged", claim.job_id, claim.attempt, args.id)
+                    os.kill(os.getpid(), signal.SIGSTOP)  # heartbeats stop too, as in a VM pause or a swap storm
                 claim.finish()
             log(args.log, "done", claim.job_id, claim.attempt, args.id)
         except ClaimLost as exc:
