@@ -173,6 +173,16 @@ def test_prune_forgets_dead_workers_past_the_retention_and_keeps_live_ones(cli, 
     assert "--older-than 'soon'" in cli("workers", "--prune", "--older-than", "soon", code=2).stderr
 
 
+def test_gc_forgets_dead_workers_with_the_jobs_retention(cli, fake_worker, spool_dir):
+    fake_worker("--id", "alive")
+    assert fake_worker("--id", "exited", "--idle-exit", "0").wait(timeout=60) == 0
+    poll(lambda: worker(cli, "alive"), in_state("idle"))
+    assert json.loads(cli("gc", "--json").stdout)["removed"] == []  # the default 30 days keep a fresh death
+    assert json.loads(cli("gc", "--older-than", "0s", "--dry-run", "--json").stdout)["removed"] == ["workers/exited"]
+    assert json.loads(cli("gc", "--older-than", "0s", "--json").stdout)["removed"] == ["workers/exited"]
+    assert sorted(p.name for p in (spool_dir / "workers").iterdir()) == ["alive.json"]
+
+
 # ---------------------------------------------------------------------- lanes nobody serves
 
 

@@ -399,18 +399,20 @@ def retry(ctx: typer.Context, ids: IdsArg, json_out: JsonFlag = False) -> None:
 def gc(
     ctx: typer.Context,
     older_than: Annotated[
-        str, typer.Option(help="Remove done, failed and canceled jobs that ended longer ago than this (30d, 12h, 90m).")
+        str, typer.Option(help="Remove done, failed and canceled jobs that ended, and records of workers that "
+                          "stopped or died, longer ago than this (30d, 12h, 90m).")
     ] = defaults.GC_OLDER_THAN,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would be removed.")] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """Delete old finished jobs; queued and running jobs are never touched."""
+    """Delete old finished jobs and records of dead workers; queued and running jobs are never touched."""
     try:
         age = parse_duration(older_than)
     except ValueError as exc:
         raise UsageError(f"--older-than {older_than!r}: {exc}") from None
     spool = session_of(ctx).spool()
     removed = spool.gc(age, dry_run=dry_run)
+    removed += [f"workers/{w}" for w in Registry(spool).prune(age, dry_run=dry_run)]
     if json_out:
         render.print_json({"removed": removed, "dry_run": dry_run})
         return
