@@ -93,3 +93,8 @@ DOCTOR_MIN_FREE_DISK = 10 * 1024**3
 DOCTOR_PROGRAM_TIMEOUT = 10.0
 #: Python (major, minor) the pinned environments under envs/ are built and tested with.
 ENV_PYTHON = (3, 11)
+
+#: ``klipnote top`` redraws this often unless told otherwise (seconds).
+TOP_REFRESH_INTERVAL = 2.0
+#: Failed jobs shown by ``klipnote top``, newest first.
+RECENT_FAILURES = 5

@@ -23,13 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from klipnote import defaults
 from klipnote.errors import KlipnoteError
 from klipnote.job import JobState, Lane, Stage, Status, now
 from klipnote.registry import Registry, WorkerRecord, WorkerState, unserved_lanes
 from klipnote.spool import Spool, Ticket
-
-#: How many of the latest failed jobs ``top`` shows.
-RECENT_FAILURES = 5
 
 
 @dataclass(frozen=True)
@@ -148,7 +146,7 @@ def scan_jobs(spool: Spool, failures: int) -> tuple[dict[str, int], list[Status]
     return counts, failed[:failures]
 
 
-def snapshot(spool: Spool, *, failures: int = RECENT_FAILURES) -> Snapshot:
+def snapshot(spool: Spool, *, failures: int = defaults.RECENT_FAILURES) -> Snapshot:
     at = now()
     running = running_jobs(spool, at)
     workers = worker_views(spool, running, at)

@@ -18,9 +18,6 @@ from klipnote.config import parse_duration
 from klipnote.errors import UsageError
 from klipnote.job import now
 
-#: Seconds between two frames of ``klipnote top``.
-TOP_REFRESH_INTERVAL = 2.0
-
 
 @app.command()
 def workers(
@@ -73,7 +70,7 @@ def workers(
 def top(
     ctx: typer.Context,
     interval: Annotated[float, typer.Option(
-        min=0.1, metavar="SECONDS", help="Time between refreshes.")] = TOP_REFRESH_INTERVAL,
+        min=0.1, metavar="SECONDS", help="Time between refreshes.")] = defaults.TOP_REFRESH_INTERVAL,
     once: Annotated[bool, typer.Option("--once", help="Print one frame and exit (for scripts and tests).")] = False,
 ) -> None:
     """A live dashboard of queues, workers, running jobs and recent failures.
