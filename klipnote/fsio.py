@@ -29,11 +29,16 @@ def temp_name(target: Path) -> Path:
 
 
 def atomic_write_bytes(target: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``target`` with ``data`` atomically; on any error no temp file is left behind."""
+    """Replace ``target`` with ``data`` atomically; on any error no temp file is left behind.
+
+    The file gets exactly ``mode``: a service's umask (systemd's 0077, say) must not make the files
+    of a group-shared spool unreadable to the group's other workers.
+    """
     tmp = temp_name(target)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         try:
+            os.fchmod(fd, mode)
             view = memoryview(data)
             while view:
                 written = os.write(fd, view)

@@ -53,6 +53,19 @@ def test_a_spool_shared_with_a_group_is_group_writable_and_setgid(spool_dir):
     assert reopened.file_mode == 0o660 and spool.group == reopened.group == group
 
 
+def test_a_group_spool_keeps_its_files_group_readable_under_a_strict_umask(spool_dir, media):
+    import grp
+
+    old = os.umask(0o077)  # what systemd gives services by default
+    try:
+        spool = Spool(spool_dir).open(group=grp.getgrgid(os.getgid()).gr_name)
+        job_id = add_jobs(spool, media["wav"], 1)[0]
+    finally:
+        os.umask(old)
+    for name in ("spool.json", f"jobs/{job_id}/manifest.json", f"jobs/{job_id}/status.json"):
+        assert oct((spool_dir / name).stat().st_mode & 0o777) == "0o660", name
+
+
 def test_a_spool_of_another_format_is_refused(spool_dir):
     Spool(spool_dir).open()
     atomic_write_json(spool_dir / "spool.json", {"format": defaults.SPOOL_FORMAT + 1})
