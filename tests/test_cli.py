@@ -350,6 +350,17 @@ def test_recursive_submits_media_and_passes_over_the_rest(cli, spool_dir, tmp_pa
     assert len(jobs_on_disk(spool_dir)) == 2
 
 
+def test_a_folder_without_media_fails_unless_empty_is_allowed(cli, spool_dir, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "notes.txt").write_text("nothing to hear\n")
+    one_error(expect(cli("submit", "--recursive", str(inbox)), 1), "no audio or video files found")
+    quiet = expect(cli("submit", "--recursive", "--allow-empty", "--quiet", str(inbox)), 0)
+    assert (quiet.stdout, quiet.stderr) == ("", "")
+    assert json.loads(expect(cli("submit", "--recursive", "--allow-empty", "--json", str(inbox)), 0).stdout) == []
+    assert jobs_on_disk(spool_dir) == set()
+
+
 # ====================================================================== submit: --skip-existing
 
 

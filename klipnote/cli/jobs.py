@@ -92,6 +92,10 @@ def submit(
             help="Reference the input instead of snapshotting it; the job fails if the file changes before it runs.",
         ),
     ] = False,
+    allow_empty: Annotated[
+        bool, typer.Option("--allow-empty", help="Exit 0, silently, when there is nothing to submit "
+                           "(a cron job on an empty inbox).")
+    ] = False,
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the jobs to end; exit 0 only if all are done.")
     ] = False,
@@ -140,9 +144,10 @@ def submit(
         spool, candidates, request, limits, copy=not no_copy, skip_existing=skip_existing, on_outcome=report
     )
     rejected = sum(1 for o in outcomes if not o.accepted)
-    if not outcomes:
+    empty = not outcomes and not allow_empty
+    if empty:
         render.error("no audio or video files found in what was given")
-    exit_code = 1 if rejected or not outcomes else 0
+    exit_code = 1 if rejected or empty else 0
     if wait:
         ids = [o.status.id for o in outcomes if o.status is not None]
         statuses = _wait(spool, ids, timeout=None, show=not (json_out or quiet))
