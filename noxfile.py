@@ -24,8 +24,12 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", "klipnote", "tests", "scripts", "noxfile.py")
 
 
-@nox.session
+@nox.session(python=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks that print tables: CLI start-up latency against bare Python."""
-    session.install("-e", ".")
-    session.run("python", "scripts/bench_cli_latency.py", *session.posargs)
+    """Every benchmark (scripts/bench: tables on stdout, JSON under bench-results/), in the project's
+    environments (``.venv``, ``.venv-belle2``; made by scripts/bootstrap, since the engines need them).
+
+    Arguments after ``--`` go to scripts/bench, e.g. ``nox -s bench -- --size smoke --only spool``.
+    """
+    session.run("scripts/bootstrap", external=True)
+    session.run("scripts/bench", *session.posargs, external=True)

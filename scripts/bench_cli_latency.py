@@ -9,14 +9,14 @@ It also checks that ``import klipnote.cli`` pulls in no engine (torch, transform
 faster_whisper, ctranslate2): the CLI must stay instant on machines without a GPU stack. Exit
 status 1 if one was imported, 2 if a command failed.
 
-Usage: ``.venv/bin/python scripts/bench_cli_latency.py [--repeat 20] [--jobs 200]``. Stdlib only.
+Usage: ``.venv/bin/python scripts/bench_cli_latency.py [--repeat 20] [--jobs 200] [--out DIR]``. Stdlib only
+(and ``scripts/benchkit.py``); ``--out`` also writes ``cli_latency.json`` and ``cli_latency.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -25,11 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchkit import clean_env, klipnote_argv, machine, machine_line, make_tone, table, write_json, write_markdown
+
 HEAVY_MODULES = ("torch", "transformers", "whisperx", "faster_whisper", "ctranslate2")
-LEAKY_ENV = (
-    "KLIPNOTE_SPOOL", "KLIPNOTE_SPOOL_GROUP", "KLIPNOTE_CONFIG", "DEFAULT_TRANSCRIPTION_MODEL", "MAX_FILE_SIZE",
-    "MAX_DURATION_HOURS", "KLIPNOTE_LEASE_TTL", "KLIPNOTE_HEARTBEAT_INTERVAL", "KLIPNOTE_MAX_ATTEMPTS",
-)  # fmt: skip
 EXIT_HEAVY_IMPORT = 1
 EXIT_COMMAND_FAILED = 2
 
@@ -39,35 +37,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=20, help="timed runs of each command (default 20)")
     parser.add_argument("--jobs", type=int, default=200, help="jobs in the spool the commands read (default 200)")
     parser.add_argument("--python", default=sys.executable, help="interpreter with klipnote installed")
+    parser.add_argument("--out", type=Path, help="also write cli_latency.json and cli_latency.md here")
     args = parser.parse_args()
     if args.repeat < 2 or args.jobs < 1:
         parser.error("--repeat must be at least 2 and --jobs at least 1")
     return args
-
-
-def clean_env(scratch: Path) -> dict[str, str]:
-    """The caller's environment without klipnote settings, and with no config file to find."""
-    env = {k: v for k, v in os.environ.items() if k not in LEAKY_ENV}
-    env["XDG_CONFIG_HOME"] = str(scratch / "config")
-    env["XDG_DATA_HOME"] = str(scratch / "data")
-    return env
-
-
-def klipnote_argv(python: str) -> list[str]:
-    """The console script beside the interpreter (what users run), else ``python -m klipnote``."""
-    script = Path(python).parent / "klipnote"
-    return [str(script)] if script.is_file() and os.access(script, os.X_OK) else [python, "-m", "klipnote"]
-
-
-def make_wav(target: Path) -> Path:
-    if shutil.which("ffmpeg") is None:
-        sys.exit("ffmpeg is not installed; it is needed to make the input file")
-    subprocess.run(
-        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=440:duration=1",
-         "-ar", "16000", "-ac", "1", str(target)],
-        check=True,
-    )  # fmt: skip
-    return target
 
 
 FILL_SPOOL = """
@@ -134,22 +108,26 @@ def p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10, method="inclusive")[-1]
 
 
-def table(times: dict[str, list[float]], baseline: str) -> str:
+def rows(times: dict[str, list[float]], baseline: str) -> list[dict[str, object]]:
     base = statistics.median(times[baseline])
-    rows = ["| command | median ms | p90 ms | × bare python |", "|---|---:|---:|---:|"]
-    for label, values in times.items():
-        median = statistics.median(values)
-        rows.append(f"| `{label}` | {median:.1f} | {p90(values):.1f} | {median / base:.2f} |")
-    return "\n".join(rows)
+    return [{"command": label, "median_ms": statistics.median(values), "p90_ms": p90(values),
+             "x_bare_python": statistics.median(values) / base, "runs_ms": values} for label, values in times.items()]
+
+
+def report(results: list[dict[str, object]]) -> str:
+    return table(["command", "median ms", "p90 ms", "× bare python"],
+                 [[f"`{r['command']}`", f"{r['median_ms']:.1f}", f"{r['p90_ms']:.1f}", f"{r['x_bare_python']:.2f}"]
+                  for r in results], [False, True, True, True])
 
 
 def main() -> int:
     args = parse_args()
+    before = machine()
     scratch = Path(tempfile.mkdtemp(prefix="klipnote-bench-"))
     try:
         env = clean_env(scratch)
         spool = scratch / "spool"
-        wav = make_wav(scratch / "tone.wav")
+        wav = make_tone(scratch / "tone.wav")
         job_id = fill_spool(args.python, spool, wav, args.jobs, env)
         cli = [*klipnote_argv(args.python), "--spool", str(spool)]
         bare = "python -c pass"
@@ -166,11 +144,19 @@ def main() -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    print(f"klipnote CLI latency: {args.repeat} runs each, spool of {args.jobs} jobs, {' '.join(cli[:-2])}\n")
-    print(table(times, bare))
     heavy = imported["heavy"]
-    print(f"\n`import klipnote.cli` loads {imported['modules']} modules; engine modules among them: ", end="")
-    print(", ".join(heavy) if heavy else "none")
+    results = rows(times, bare)
+    text = "\n".join([
+        f"klipnote CLI latency: {args.repeat} runs each, spool of {args.jobs} jobs, {' '.join(cli[:-2])}",
+        machine_line(machine(), before), "", report(results), "",
+        f"`import klipnote.cli` loads {imported['modules']} modules; engine modules among them: "
+        + (", ".join(heavy) if heavy else "none"),
+    ])
+    print(text)
+    write_markdown(args.out, "cli_latency", text)
+    write_json(args.out, "cli_latency", {"benchmark": "cli_latency", "machine": machine(), "started": before,
+                                         "repeat": args.repeat, "jobs": args.jobs, "results": results,
+                                         "heavy_imports": heavy, "modules": imported["modules"]})
     return EXIT_HEAVY_IMPORT if heavy else 0
 
 

@@ -1,0 +1,405 @@
+#!/usr/bin/env python3
+"""GPU real-time factor of the two production architectures at fp16 and several batch sizes, on random weights.
+
+No model hub is reachable on the lent GPU machines either, so this builds randomly initialised
+models of the exact architectures locally and measures compute, not accuracy:
+
+* ``whisperx`` (the whisperx engine's decoder: CTranslate2 through faster-whisper): a transformers
+  ``WhisperForConditionalGeneration`` from a large-v2-shaped ``WhisperConfig`` (d_model 1280, 32+32
+  layers, 20 heads, 80 mel bins, 51,865 tokens), random weights, converted with CTranslate2's
+  ``TransformersConverter`` to float16 (a vocabulary with Whisper's special tokens stands in for
+  the tokenizer, which would need a download); timed: ``ctranslate2.models.Whisper.generate`` on a
+  batch of 30 s log-mel windows, greedy, prompt ``<|startoftranscript|><|en|><|transcribe|><|notimestamps|>``;
+* ``belle2`` (the belle2 engine's model class): ``WhisperForConditionalGeneration`` from a
+  large-v3-shaped config (as large-v2, but 128 mel bins and 51,866 tokens), random weights, fp16,
+  sdpa attention; timed: ``model.generate`` on a batch of 30 s windows, greedy, language zh.
+
+Random weights would stop at a random point (or never), so every window decodes exactly
+``--tokens`` tokens: end-of-text is suppressed (CTranslate2: ``suppress_tokens=[eot]`` and
+``max_length = 2 x tokens``, since it decodes at most half of max_length; transformers:
+``min_new_tokens = max_new_tokens = tokens``). The decoded count is read back from the output and
+reported, not assumed. Inputs are random log-mel features (the content does not change the
+compute); feature extraction, VAD and word timing are not timed. Per batch size: one warm-up call,
+then ``--repeat`` timed calls (median). ``RTF`` = seconds per second of audio (batch x 30 s);
+``x real time`` its inverse. GPU memory: belle2, ``torch.cuda.max_memory_allocated`` per batch
+size (reset before it); both engines, the process's memory by ``nvidia-smi`` (polled every
+0.2 s; includes the allocator's cache and only grows).
+
+Each engine runs in its own process and environment (``--whisperx-python``, default ``.venv``;
+``--belle2-python``, default ``.venv-belle2``; else this interpreter). Models are cached under
+``--cache`` (default: the system's temp) and rebuilt only when missing.
+
+Usage on the GPU machine (about 8 minutes on an H200, building included):
+``python scripts/bench_gpu.py --out "$OUT"``; on a CPU, the smoke configuration (tiny dims, two
+decoder steps' worth of tokens, batch sizes 1 and 2, float32): ``python scripts/bench_gpu.py --smoke``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchkit import (
+    BELLE2_PYTHON,
+    REPO,
+    WHISPERX_PYTHON,
+    GpuPeak,
+    clean_env,
+    machine,
+    machine_line,
+    peak_rss_mib,
+    python_or_current,
+    table,
+    write_json,
+    write_markdown,
+)
+
+ENGINES = ("whisperx", "belle2")
+WINDOW_S = 30.0
+FRAMES = 3000  # mel frames in a 30 s window
+TEXT_TOKENS = 50257  # GPT-2 byte-level BPE part of Whisper's vocabulary; specials follow
+#: Whisper's languages in token order; large-v3 adds "yue" at the end.
+LANGUAGES = (
+    "en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr", "pl", "ca", "nl", "ar", "sv", "it", "id", "hi",
+    "fi", "vi", "he", "uk", "el", "ms", "cs", "ro", "da", "hu", "ta", "no", "th", "ur", "hr", "bg", "lt", "la",
+    "mi", "ml", "cy", "sk", "te", "fa", "lv", "bn", "sr", "az", "sl", "kn", "et", "mk", "br", "eu", "is", "hy",
+    "ne", "mn", "bs", "kk", "sq", "sw", "gl", "mr", "pa", "si", "km", "sn", "yo", "so", "af", "oc", "ka", "be",
+    "tg", "sd", "gu", "am", "yi", "lo", "uz", "fo", "ht", "ps", "tk", "nn", "mt", "sa", "lb", "my", "bo", "tl",
+    "mg", "as", "tt", "haw", "ln", "ha", "ba", "jw", "su"
+)
+#: Architecture per engine: large-v2 (whisperx) and large-v3 (belle2); ``--smoke`` shrinks the widths.
+LARGE = {"d_model": 1280, "encoder_layers": 32, "decoder_layers": 32, "encoder_attention_heads": 20,
+         "decoder_attention_heads": 20, "encoder_ffn_dim": 5120, "decoder_ffn_dim": 5120}
+TINY = {"d_model": 64, "encoder_layers": 2, "decoder_layers": 2, "encoder_attention_heads": 2,
+        "decoder_attention_heads": 2, "encoder_ffn_dim": 128, "decoder_ffn_dim": 128}
+ARCH = {"whisperx": ("large-v2", 80, 99), "belle2": ("large-v3", 128, 100)}  # name, mel bins, languages
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny dims on the CPU: checks the script, not the GPU")
+    parser.add_argument("--device", choices=("cuda", "cpu"), help="default cuda (cpu with --smoke)")
+    parser.add_argument("--batch-sizes", help="comma-separated (default 1,4,8,16,32; --smoke 1,2)")
+    parser.add_argument("--tokens", type=int, help="tokens decoded per window (default 100; --smoke 4)")
+    parser.add_argument("--repeat", type=int, default=3, help="timed calls per batch size; median (default 3)")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated: whisperx, belle2")
+    parser.add_argument("--whisperx-python", default=python_or_current(WHISPERX_PYTHON))
+    parser.add_argument("--belle2-python", default=python_or_current(BELLE2_PYTHON))
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "klipnote-bench-gpu-models",
+                        help="where the random models are built and kept")
+    parser.add_argument("--out", type=Path, help="write gpu.json and gpu.md here")
+    parser.add_argument("--child", choices=ENGINES, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.device = args.device or ("cpu" if args.smoke else "cuda")
+    args.batch_sizes = [int(b) for b in (args.batch_sizes or ("1,2" if args.smoke else "1,4,8,16,32")).split(",")]
+    args.tokens = args.tokens or (4 if args.smoke else 100)
+    args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if not args.engines or set(args.engines) - set(ENGINES):
+        parser.error("--engines: a comma-separated list of whisperx, belle2")
+    if min(args.batch_sizes) < 1 or args.tokens < 1 or args.repeat < 1:
+        parser.error("--batch-sizes, --tokens and --repeat must be at least 1")
+    if args.tokens > 200:
+        parser.error("--tokens: at most 200 (Whisper's decoder holds 448 positions, half of them for text)")
+    return args
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+def special_tokens(languages: int) -> list[str]:
+    """Whisper's special tokens in id order, from ``<|endoftext|>`` (50257) to ``<|notimestamps|>``."""
+    return ["<|endoftext|>", "<|startoftranscript|>", *(f"<|{code}|>" for code in [*LANGUAGES, "yue"][:languages]),
+            "<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>"]
+
+
+def whisper_config(engine: str, smoke: bool) -> Any:
+    from transformers import WhisperConfig
+
+    _, mels, languages = ARCH[engine]
+    specials = special_tokens(languages)
+    vocab = TEXT_TOKENS + len(specials) + 1501  # timestamps <|0.00|> ... <|30.00|>
+    return WhisperConfig(
+        vocab_size=vocab, num_mel_bins=mels, max_source_positions=1500, max_target_positions=448,
+        **(TINY if smoke else LARGE), eos_token_id=TEXT_TOKENS, pad_token_id=TEXT_TOKENS, bos_token_id=TEXT_TOKENS,
+        decoder_start_token_id=TEXT_TOKENS + 1, begin_suppress_tokens=[220, TEXT_TOKENS], suppress_tokens=[],
+    )  # fmt: skip
+
+
+def set_generation_config(model: Any, languages: int) -> dict[str, int]:
+    """What Whisper's generate() and CTranslate2's converter read; the ids of the prompt tokens."""
+    specials = special_tokens(languages)
+    ids = {token: TEXT_TOKENS + i for i, token in enumerate(specials)}
+    config = model.generation_config
+    config.lang_to_id = {token: ids[token] for token in specials[2:2 + languages]}
+    config.task_to_id = {"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]}
+    config.no_timestamps_token_id = ids["<|notimestamps|>"]
+    config.decoder_start_token_id = ids["<|startoftranscript|>"]
+    config.eos_token_id = config.pad_token_id = ids["<|endoftext|>"]
+    config.is_multilingual = True
+    config.suppress_tokens, config.begin_suppress_tokens = [], [220, ids["<|endoftext|>"]]
+    layers, heads = model.config.decoder_layers, model.config.decoder_attention_heads
+    config.alignment_heads = [[layer, head] for layer in range(layers // 2, layers) for head in range(heads)]
+    config.max_initial_timestamp_index = 50
+    return ids
+
+
+def random_model(engine: str, smoke: bool, device: str) -> tuple[Any, dict[str, int]]:
+    """Random weights of the architecture (initialised on the GPU when there is one: much faster)."""
+    import torch
+    from transformers import WhisperForConditionalGeneration
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = WhisperForConditionalGeneration(whisper_config(engine, smoke))
+    return model, set_generation_config(model, ARCH[engine][2])
+
+
+class VocabularyOnly:
+    """The part of a tokenizer CTranslate2's Whisper converter reads: names and ids of the tokens."""
+
+    def __init__(self, specials: list[str]) -> None:
+        self.tokens = [f"t{i}" for i in range(TEXT_TOKENS)] + specials
+        self.additional_special_tokens = specials[1:]
+
+    def get_vocab(self) -> dict[str, int]:
+        return {token: i for i, token in enumerate(self.tokens)}
+
+    def convert_tokens_to_ids(self, token: str) -> int:
+        return self.tokens.index(token)
+
+
+def ct2_model(cache: Path, smoke: bool, device: str, compute_type: str) -> tuple[Path, dict[str, int], float]:
+    """The large-v2-shaped CTranslate2 folder (built once per cache); its prompt ids; seconds spent building."""
+    target = cache / f"whisperx-{'tiny' if smoke else 'large-v2'}-random-ct2-{compute_type}"
+    ids_file = target / "prompt_ids.json"
+    if ids_file.is_file():
+        return target, json.loads(ids_file.read_text()), 0.0
+    import torch
+    from ctranslate2.converters import TransformersConverter
+
+    started = time.perf_counter()
+    model, ids = random_model("whisperx", smoke, device)
+    source = cache / f"{target.name}.transformers"
+    shutil.rmtree(source, ignore_errors=True)
+    model.to(torch.float16 if compute_type == "float16" else torch.float32).cpu().save_pretrained(source)
+    del model
+    specials = special_tokens(ARCH["whisperx"][2])
+
+    class Converter(TransformersConverter):
+        def load_tokenizer(self, tokenizer_class: Any, model_name_or_path: str, **kwargs: Any) -> VocabularyOnly:
+            return VocabularyOnly(specials)
+
+    staging = cache / f"{target.name}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    Converter(str(source)).convert(str(staging), quantization=compute_type, force=True)
+    (staging / "prompt_ids.json").write_text(json.dumps(ids))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    shutil.rmtree(source, ignore_errors=True)
+    return target, ids, time.perf_counter() - started
+
+
+# ---------------------------------------------------------------------------------------------- child
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def is_oom(exc: BaseException) -> bool:
+    return "out of memory" in str(exc).lower()
+
+
+def run_whisperx(args: argparse.Namespace) -> dict[str, Any]:
+    import ctranslate2
+    import numpy as np
+
+    compute_type = "float32" if args.device == "cpu" else "float16"
+    args.cache.mkdir(parents=True, exist_ok=True)
+    folder, ids, build_s = ct2_model(args.cache, args.smoke, args.device, compute_type)
+    started = time.perf_counter()
+    model = ctranslate2.models.Whisper(str(folder), device=args.device, compute_type=compute_type)
+    load_s = time.perf_counter() - started
+    prompt = [ids["<|startoftranscript|>"], ids["<|en|>"], ids["<|transcribe|>"], ids["<|notimestamps|>"]]
+    rng = np.random.default_rng(0)
+
+    def call(batch: int) -> int:
+        features = ctranslate2.StorageView.from_array(
+            rng.standard_normal((batch, ARCH["whisperx"][1], FRAMES), dtype=np.float32))
+        results = model.generate(features, [prompt] * batch, beam_size=1, max_length=2 * args.tokens,
+                                 suppress_tokens=[ids["<|endoftext|>"]], suppress_blank=False)
+        return min(len(r.sequences_ids[0]) for r in results)
+
+    return {"model": "large-v2 (random)" if not args.smoke else "tiny dims (random)", "path": str(folder),
+            "library": f"ctranslate2 {ctranslate2.__version__}", "compute_type": compute_type, "build_s": build_s,
+            "load_s": load_s, "batches": measure(call, args, torch_peak=None)}
+
+
+class StepCounter:
+    """A logits processor that changes nothing and counts decoding steps: the tokens each window got."""
+
+    count = 0
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        self.count += 1
+        return scores
+
+
+def run_belle2(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+    import transformers
+
+    dtype = torch.float32 if args.device == "cpu" else torch.float16
+    started = time.perf_counter()
+    model, _ = random_model("belle2", args.smoke, args.device)
+    model = model.to(dtype).eval()
+    model.config._attn_implementation = "sdpa"  # what Belle2Engine asks from_pretrained for
+    build_s = time.perf_counter() - started
+    generator = torch.Generator(device=args.device).manual_seed(0)
+
+    steps = StepCounter()
+
+    def call(batch: int) -> int:
+        features = torch.randn((batch, ARCH["belle2"][1], FRAMES), generator=generator, device=args.device,
+                               dtype=dtype)
+        steps.count = 0
+        with torch.inference_mode():
+            model.generate(features, language="zh", task="transcribe", max_new_tokens=args.tokens,
+                           min_new_tokens=args.tokens, do_sample=False, num_beams=1,
+                           logits_processor=transformers.LogitsProcessorList([steps]))
+        return steps.count
+
+    def torch_peak(reset: bool) -> float:
+        if args.device != "cuda":
+            return 0.0
+        if reset:
+            torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.max_memory_allocated() / 2**20
+
+    return {"model": "large-v3 (random)" if not args.smoke else "tiny dims (random)",
+            "library": f"transformers {transformers.__version__}, torch {torch.__version__}",
+            "compute_type": str(dtype).removeprefix("torch."), "build_s": build_s, "load_s": 0.0,
+            "batches": measure(call, args, torch_peak=torch_peak)}
+
+
+def measure(call: Any, args: argparse.Namespace, torch_peak: Any) -> list[dict[str, Any]]:
+    """Per batch size: warm-up, then ``repeat`` timed calls; stops at the first out-of-memory."""
+    rows = []
+    for batch in args.batch_sizes:
+        if torch_peak is not None:
+            torch_peak(True)
+        try:
+            call(batch)
+            walls, decoded = [], []
+            for _ in range(args.repeat):
+                sync(args.device)
+                started = time.perf_counter()
+                decoded.append(call(batch))
+                sync(args.device)
+                walls.append(time.perf_counter() - started)
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            rows.append({"batch": batch, "error": "out of memory"})
+            break
+        wall = statistics.median(walls)
+        row = {"batch": batch, "walls_s": walls, "wall_s": wall, "audio_s": batch * WINDOW_S,
+               "rtf": wall / (batch * WINDOW_S), "tokens_decoded": min(decoded)}
+        if torch_peak is not None and args.device == "cuda":
+            row["torch_peak_mib"] = torch_peak(False)
+        rows.append(row)
+        print(f"  batch {batch}: {wall:.3f} s, {row['tokens_decoded']} tokens", file=sys.stderr, flush=True)
+    return rows
+
+
+def child(args: argparse.Namespace) -> int:
+    gpu = GpuPeak() if args.device == "cuda" else None
+    result = (run_whisperx if args.child == "whisperx" else run_belle2)(args)
+    result["peak_rss_mib"] = peak_rss_mib()
+    if gpu is not None:
+        result["gpu_peak_mib"] = gpu.stop()
+    print(json.dumps(result))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- parent
+
+
+def run_engine(engine: str, args: argparse.Namespace, env: dict[str, str], log: Path) -> dict[str, Any]:
+    python = args.whisperx_python if engine == "whisperx" else args.belle2_python
+    argv = [python, str(Path(__file__).resolve()), "--child", engine, "--device", args.device,
+            "--batch-sizes", ",".join(map(str, args.batch_sizes)), "--tokens", str(args.tokens),
+            "--repeat", str(args.repeat), "--cache", str(args.cache), *(["--smoke"] if args.smoke else [])]
+    print(f"{engine}: {python}", file=sys.stderr, flush=True)
+    with open(log, "ab") as err:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=err, env=env, cwd=REPO, check=False)
+    if proc.returncode != 0:
+        return {"error": f"exited {proc.returncode}: {log.read_text(errors='replace')[-1500:]}"}
+    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+
+
+def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
+    cuda = args.device == "cuda"
+    headers = ["engine", "model", "compute", "batch", "tokens/window", "wall s", "RTF", "× real time"]
+    numeric = [False, False, False, True, True, True, True, True]
+    if cuda:
+        headers += ["torch peak MiB"]
+        numeric += [True]
+    rows, notes = [], []
+    for engine, result in results.items():
+        if "error" in result:
+            notes.append(f"- {engine}: failed, {result['error'].strip().splitlines()[-1]}")
+            continue
+        for b in result["batches"]:
+            if "error" in b:
+                rows.append([engine, result["model"], result["compute_type"], b["batch"], "", b["error"], "", ""]
+                            + ([""] if cuda else []))
+                continue
+            row = [engine, result["model"], result["compute_type"], b["batch"], b["tokens_decoded"],
+                   f"{b['wall_s']:.3f}", f"{b['rtf']:.4f}", f"{1 / b['rtf']:.1f}"]
+            if cuda:
+                row.append(f"{b['torch_peak_mib']:.0f}" if "torch_peak_mib" in b else "n/a (CTranslate2)")
+            rows.append(row)
+        gpu = f", process GPU peak {result['gpu_peak_mib']:.0f} MiB (nvidia-smi)" if "gpu_peak_mib" in result else ""
+        notes.append(f"- {engine}: {result['library']}; built in {result['build_s']:.1f} s (0.0: reused from "
+                     f"--cache), loaded in {result['load_s']:.1f} s; peak RSS {result['peak_rss_mib']:.0f} MiB{gpu}")
+    return table(headers, rows, numeric) + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+def main() -> int:
+    args = parse_args()
+    if args.child:
+        return child(args)
+    before = machine()
+    scratch = Path(tempfile.mkdtemp(prefix="klipnote-bench-gpu-"))
+    try:
+        env = clean_env(scratch, CUDA_MODULE_LOADING="LAZY")
+        results = {engine: run_engine(engine, args, env, scratch / "log.txt") for engine in args.engines}
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    header = (f"klipnote GPU benchmark{' (SMOKE: tiny dims, not the real architectures)' if args.smoke else ''}: "
+              f"device {args.device}, random weights of the exact architectures, {args.tokens} tokens decoded per "
+              f"30 s window (end-of-text suppressed), greedy, random log-mel input, median of {args.repeat} after "
+              "one warm-up; RTF = wall / (batch x 30 s)")
+    text = "\n".join([header, machine_line(machine(), before), "", report(results, args)])
+    print(text)
+    write_markdown(args.out, "gpu", text)
+    write_json(args.out, "gpu", {"benchmark": "gpu", "machine": machine(), "started": before, "smoke": args.smoke,
+                                 "device": args.device, "tokens": args.tokens, "repeat": args.repeat,
+                                 "results": results})
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

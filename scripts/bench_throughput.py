@@ -1,0 +1,334 @@
+#!/usr/bin/env python3
+"""Batch throughput, the cron case: N files through klipnote, through the whisperx CLI, and through bare faster-whisper.
+
+Five methods, all on the same Whisper model (``base-offline``: ``klipnote.models.resolve_whisper``),
+device cpu, one compute type (``--compute-type``, default int8), one batch size (``--batch-size``,
+default 16), beam size 5, the language detected per file, CPU threads = the CPU count:
+
+* ``klipnote cold``: ``klipnote submit --model whisperx -q FILE...`` into an empty spool, then one
+  ``klipnote worker --model whisperx --drain`` (process start and model load included): the cron job;
+* ``klipnote warm``: a worker is started first and waits for its ready line (not timed); timed is
+  ``klipnote submit --model whisperx --wait -q FILE...``, from submit until every job is done. An idle
+  worker looks at the queue every second and ``--wait`` polls every 0.5 s: up to about 1.5 s of
+  the figure is polling;
+* ``whisperx CLI per file``: ``whisperx FILE`` once per file, one after the other (N model loads);
+* ``whisperx CLI all files``: ``whisperx FILE...`` once;
+* ``faster-whisper floor``: one Python process that loads ``faster_whisper.WhisperModel`` and runs
+  ``BatchedInferencePipeline.transcribe`` over the files in a loop (process start and load included;
+  the transcribe-only time is in the JSON).
+
+Not identical work, and the table says so: no wav2vec2 alignment model can be downloaded here, so
+klipnote times words with Whisper's cross-attention heads (one more encoder pass per segment) and
+runs its enhancement steps (vad, refine, split) and writes srt+json; the whisperx CLI runs with
+``--no_align`` (no word times) and writes json; the floor times no words and writes nothing.
+klipnote and the whisperx CLI cut the audio with pyannote VAD (whisperx's bundled weights: works
+offline); faster-whisper's batched pipeline uses its bundled Silero VAD. klipnote detects the
+language over up to three loud 30 s windows, the whisperx CLI and faster-whisper over the first.
+
+Rounds: ``--rounds R`` runs every method R times, rotating the order each round so that drift
+and the page cache hit every method alike; the median wall time is reported. Each method gets a
+fresh spool or output folder. Columns: ``wall s`` (median), ``audio s/s`` (total audio seconds
+over wall seconds), ``x floor`` (wall over the floor's wall: 2.0 means twice as long), ``peak RSS``
+(the largest of the method's processes, MiB), ``segments`` and ``chars`` (total over the files:
+a check that every method transcribed the same audio, not a quality score).
+
+Usage: ``.venv/bin/python scripts/bench_throughput.py [-n 8] [--rounds 2] [--out DIR] [FILE ...]``;
+default files jfk.flac, german.wav, zh.wav, whole-earth.wav from the corpus, repeated up to ``-n``.
+Stdlib plus klipnote in the same interpreter; whisperx and faster-whisper beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchkit import (
+    CORPUS,
+    audio_seconds,
+    clean_env,
+    klipnote_argv,
+    machine,
+    machine_line,
+    ratio,
+    table,
+    write_json,
+    write_markdown,
+)
+
+DEFAULT_FILES = ("jfk.flac", "german.wav", "zh.wav", "whole-earth.wav")
+BEAM_SIZE = 5
+METHODS = ("klipnote cold", "klipnote warm", "whisperx CLI per file", "whisperx CLI all files", "faster-whisper floor")
+FLOOR = "faster-whisper floor"
+READY_TIMEOUT = 600.0
+
+FLOOR_SCRIPT = """
+import json, sys, time
+started = time.perf_counter()
+from faster_whisper import BatchedInferencePipeline, WhisperModel
+from faster_whisper.audio import decode_audio
+model_dir, compute_type, batch_size, beam_size, threads, *files = sys.argv[1:]
+model = WhisperModel(model_dir, device="cpu", compute_type=compute_type, cpu_threads=int(threads))
+pipeline = BatchedInferencePipeline(model)
+loaded = time.perf_counter()
+out = []
+for path in files:
+    segments, info = pipeline.transcribe(decode_audio(path), batch_size=int(batch_size), beam_size=int(beam_size),
+                                         without_timestamps=True, condition_on_previous_text=False)
+    texts = [s.text for s in segments]
+    out.append({"file": path, "language": info.language, "segments": len(texts), "text": "".join(texts)})
+print(json.dumps({"load_s": loaded - started, "transcribe_s": time.perf_counter() - loaded, "files": out}))
+"""
+
+
+@dataclass
+class Run:
+    """One method's timed run: wall seconds, the peak RSS of its largest process, what it produced."""
+
+    method: str
+    wall_s: float
+    peak_rss_mib: float
+    texts: list[str]
+    segments: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Setup:
+    python: str
+    whisperx: str
+    model_dir: str
+    files: list[Path]
+    compute_type: str
+    batch_size: int
+    threads: int
+    env: dict[str, str]
+    scratch: Path
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="*", type=Path, help=f"audio files (default: {', '.join(DEFAULT_FILES)})")
+    parser.add_argument("-n", "--count", type=int, help="files in the batch: the list repeated (default: one each)")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of every method, rotated; median (default 1)")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of the methods")
+    parser.add_argument("--compute-type", default="int8", choices=("int8", "float32"), help="default int8")
+    parser.add_argument("--batch-size", type=int, default=16, help="default 16 (klipnote's default)")
+    parser.add_argument("--model", default="base-offline", help="Whisper model for every method (default base-offline)")
+    parser.add_argument("--corpus", type=Path, default=CORPUS)
+    parser.add_argument("--python", default=sys.executable, help="the whisperx environment's interpreter")
+    parser.add_argument("--out", type=Path, help="also write throughput.json and throughput.md here")
+    args = parser.parse_args()
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not args.methods or set(args.methods) - set(METHODS):
+        parser.error(f"--methods: a comma-separated list of: {', '.join(METHODS)}")
+    if args.rounds < 1 or args.batch_size < 1 or (args.count is not None and args.count < 1):
+        parser.error("-n, --rounds and --batch-size must be at least 1")
+    sources = args.files or [args.corpus / name for name in DEFAULT_FILES]
+    missing = [str(p) for p in sources if not p.is_file()]
+    if missing:
+        parser.error(f"no such file: {', '.join(missing)} (give --corpus or KLIPNOTE_CORPUS)")
+    count = args.count or len(sources)
+    args.sources = [sources[i % len(sources)] for i in range(count)]
+    return args
+
+
+def stage_files(sources: list[Path], folder: Path) -> list[Path]:
+    """Copies with unique names: the whisperx CLI names its outputs after the input's stem."""
+    folder.mkdir(parents=True)
+    staged = []
+    for index, source in enumerate(sources, 1):
+        target = folder / f"{index:03d}-{source.name}"
+        shutil.copyfile(source, target)
+        staged.append(target)
+    return staged
+
+
+def run_measured(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> tuple[float, float, str]:
+    """Run to the end; wall seconds, the process's peak RSS (MiB), its stdout. Exit if it failed."""
+    started = time.perf_counter()
+    with open(log, "ab") as err:
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=err)
+        stdout = proc.stdout.read() if proc.stdout else b""
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(argv[:6])} ... exited {proc.returncode}; see {log}:\n{log.read_text()[-3000:]}")
+    return wall, usage.ru_maxrss / 1024, stdout.decode(errors="replace")
+
+
+def worker_argv(setup: Setup, cli: list[str]) -> list[str]:
+    return [*cli, "worker", "--model", "whisperx", "--device", "cpu", "--whisper-model", setup.model_dir,
+            "--batch-size", str(setup.batch_size)]
+
+
+def klipnote_results(spool: Path, count: int) -> tuple[list[str], int, dict[str, Any]]:
+    """Texts and segment count of every job, checking that all ``count`` jobs are done."""
+    texts, segments, engines = [], 0, set()
+    for folder in sorted((spool / "jobs").iterdir()):
+        state = json.loads((folder / "status.json").read_text())["state"]
+        if state != "done":
+            sys.exit(f"klipnote job {folder.name} ended {state}")
+        result = json.loads((folder / "transcript.json").read_text())
+        texts.append("".join(s["text"] for s in result["segments"]))
+        segments += len(result["segments"])
+        engines.add(result.get("word_timing") or result.get("metadata", {}).get("word_timing") or "")
+    if len(texts) != count:
+        sys.exit(f"klipnote: {len(texts)} jobs, expected {count}")
+    return texts, segments, {"word_timing": sorted(e for e in engines if e)}
+
+
+def klipnote_cold(setup: Setup, folder: Path) -> Run:
+    spool = folder / "spool"
+    cli = [*klipnote_argv(setup.python), "--spool", str(spool)]
+    log = folder / "log.txt"
+    submit_s, submit_rss, _ = run_measured([*cli, "submit", "--model", "whisperx", "-q", *map(str, setup.files)],
+                                           setup.env, folder, log)
+    drain_s, drain_rss, _ = run_measured([*worker_argv(setup, cli), "--drain"], setup.env, folder, log)
+    texts, segments, extra = klipnote_results(spool, len(setup.files))
+    return Run("klipnote cold", submit_s + drain_s, max(submit_rss, drain_rss), texts, segments,
+               {"submit_s": submit_s, "worker_s": drain_s, **extra})
+
+
+def klipnote_warm(setup: Setup, folder: Path) -> Run:
+    spool = folder / "spool"
+    cli = [*klipnote_argv(setup.python), "--spool", str(spool)]
+    log = folder / "log.txt"
+    with open(log, "ab") as err:
+        worker = subprocess.Popen(worker_argv(setup, cli), env=setup.env, cwd=folder, stdout=subprocess.PIPE,
+                                  stderr=err)
+    try:
+        started = time.perf_counter()
+        line = worker.stdout.readline().decode() if worker.stdout else ""
+        if "ready" not in line:
+            sys.exit(f"the warm worker did not start: {line!r}; see {log}")
+        ready_s = time.perf_counter() - started
+        wall, submit_rss, _ = run_measured([*cli, "submit", "--model", "whisperx", "--wait", "-q",
+                                            *map(str, setup.files)], setup.env, folder, log)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, _, usage = os.wait4(worker.pid, 0)
+    texts, segments, extra = klipnote_results(spool, len(setup.files))
+    return Run("klipnote warm", wall, max(submit_rss, usage.ru_maxrss / 1024), texts, segments,
+               {"worker_ready_s": ready_s, **extra})
+
+
+def whisperx_argv(setup: Setup, out: Path, files: list[Path]) -> list[str]:
+    return [setup.whisperx, "--model", setup.model_dir, "--device", "cpu", "--compute_type", setup.compute_type,
+            "--batch_size", str(setup.batch_size), "--beam_size", str(BEAM_SIZE), "--no_align",
+            "--vad_method", "pyannote", "--threads", str(setup.threads), "--output_format", "json",
+            "--output_dir", str(out), "--verbose", "False", *map(str, files)]
+
+
+def whisperx_results(out: Path, files: list[Path]) -> tuple[list[str], int]:
+    texts, segments = [], 0
+    for path in files:
+        data = json.loads((out / f"{path.stem}.json").read_text())
+        texts.append("".join(s["text"] for s in data["segments"]))
+        segments += len(data["segments"])
+    return texts, segments
+
+
+def whisperx_per_file(setup: Setup, folder: Path) -> Run:
+    wall, peak = 0.0, 0.0
+    for path in setup.files:
+        seconds, rss, _ = run_measured(whisperx_argv(setup, folder, [path]), setup.env, folder, folder / "log.txt")
+        wall, peak = wall + seconds, max(peak, rss)
+    texts, segments = whisperx_results(folder, setup.files)
+    return Run("whisperx CLI per file", wall, peak, texts, segments)
+
+
+def whisperx_all(setup: Setup, folder: Path) -> Run:
+    wall, peak, _ = run_measured(whisperx_argv(setup, folder, setup.files), setup.env, folder, folder / "log.txt")
+    texts, segments = whisperx_results(folder, setup.files)
+    return Run("whisperx CLI all files", wall, peak, texts, segments)
+
+
+def floor(setup: Setup, folder: Path) -> Run:
+    argv = [setup.python, "-c", FLOOR_SCRIPT, setup.model_dir, setup.compute_type, str(setup.batch_size),
+            str(BEAM_SIZE), str(setup.threads), *map(str, setup.files)]
+    wall, peak, stdout = run_measured(argv, setup.env, folder, folder / "log.txt")
+    data = json.loads(stdout.strip().splitlines()[-1])
+    return Run(FLOOR, wall, peak, [f["text"] for f in data["files"]], sum(f["segments"] for f in data["files"]),
+               {"load_s": data["load_s"], "transcribe_s": data["transcribe_s"],
+                "languages": [f["language"] for f in data["files"]]})
+
+
+RUNNERS = {"klipnote cold": klipnote_cold, "klipnote warm": klipnote_warm, "whisperx CLI per file": whisperx_per_file,
+           "whisperx CLI all files": whisperx_all, FLOOR: floor}
+
+
+def chars(texts: list[str]) -> int:
+    return sum(len("".join(t.split())) for t in texts)
+
+
+def report(runs: dict[str, list[Run]], audio_s: float, count: int) -> str:
+    medians = {m: statistics.median(r.wall_s for r in rs) for m, rs in runs.items()}
+    base = medians.get(FLOOR)
+    rows = []
+    for method, rs in runs.items():
+        last = rs[-1]
+        rows.append([method, f"{medians[method]:.1f}", f"{audio_s / medians[method]:.1f}",
+                     ratio(medians[method], base) if base else "n/a", f"{max(r.peak_rss_mib for r in rs):.0f}",
+                     last.segments, chars(last.texts), ", ".join(f"{r.wall_s:.1f}" for r in rs)])
+    headers = ["method", "wall s", "audio s/s", "× floor wall", "peak RSS MiB", "segments", "chars", "runs s"]
+    numeric = [False, True, True, True, True, True, True, False]
+    return table(headers, rows, numeric) + f"\n\n{count} files, {audio_s:.1f} s of audio"
+
+
+def main() -> int:
+    args = parse_args()
+    before = machine()
+    from klipnote.models import resolve_whisper
+
+    scratch = Path(tempfile.mkdtemp(prefix="klipnote-bench-throughput-"))
+    try:
+        files = stage_files(args.sources, scratch / "input")
+        audio_s = sum(audio_seconds(p) for p in files)
+        threads = os.cpu_count() or 1
+        whisperx = str(Path(args.python).parent / "whisperx")
+        setup = Setup(args.python, whisperx, resolve_whisper(args.model), files, args.compute_type, args.batch_size,
+                      threads, clean_env(scratch, WHISPER_COMPUTE_TYPE=args.compute_type,
+                                         PYANNOTE_METRICS_ENABLED="0"), scratch)
+        runs: dict[str, list[Run]] = {m: [] for m in args.methods}
+        for round_no in range(args.rounds):
+            order = args.methods[round_no % len(args.methods):] + args.methods[:round_no % len(args.methods)]
+            for method in order:
+                folder = scratch / f"r{round_no}-{method.replace(' ', '-')}"
+                folder.mkdir()
+                run = RUNNERS[method](setup, folder)
+                runs[method].append(run)
+                print(f"  round {round_no + 1} {method}: {run.wall_s:.1f} s", file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    header = (f"klipnote batch throughput: model {args.model} ({setup.model_dir}), device cpu, compute type "
+              f"{args.compute_type}, batch size {args.batch_size}, beam size {BEAM_SIZE}, language detected, "
+              f"{threads} CPU threads; median of {args.rounds} round(s), method order rotated each round")
+    text = "\n".join([header, machine_line(machine(), before), "", report(runs, audio_s, len(files))])
+    print(text)
+    write_markdown(args.out, "throughput", text)
+    write_json(args.out, "throughput", {
+        "benchmark": "throughput", "machine": machine(), "started": before, "model": args.model,
+        "model_dir": setup.model_dir, "compute_type": args.compute_type, "batch_size": args.batch_size,
+        "beam_size": BEAM_SIZE, "threads": threads, "rounds": args.rounds, "audio_s": audio_s,
+        "files": [str(p) for p in args.sources],
+        "results": {m: [{"wall_s": r.wall_s, "audio_s_per_s": audio_s / r.wall_s, "peak_rss_mib": r.peak_rss_mib,
+                         "segments": r.segments, "chars": chars(r.texts), "texts": r.texts, **r.extra} for r in rs]
+                    for m, rs in runs.items()},
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
