@@ -38,14 +38,15 @@ PATIENCE = 240.0
 FINISH = re.compile(r" (\S+) attempt (\d+): done in ")
 
 
-def running_on(spool: Spool, ids: list[str], pids: set[int]) -> list[int]:
-    """Pids among ``pids`` that hold a running job right now (by the jobs' own status)."""
-    busy = []
+def victims(spool: Spool, ids: list[str], pids: set[int]) -> list[int]:
+    """Pids among ``pids`` running a job right now (by the jobs' own status), those on a job's earliest
+    attempt only: a killed job goes back to the head of the queue, and kills should spread over jobs."""
+    busy = {}
     for job_id in ids:
         status = spool.load_status(job_id)
         if status.state is JobState.RUNNING and status.worker and status.worker.get("pid") in pids:
-            busy.append(status.worker["pid"])
-    return busy
+            busy[status.worker["pid"]] = status.attempt
+    return [pid for pid, attempt in busy.items() if attempt == min(busy.values())]
 
 
 def test_workers_killed_mid_job_again_and_again_lose_nothing_and_commit_each_job_once(spool_dir, media, tmp_path):
@@ -69,8 +70,8 @@ def test_workers_killed_mid_job_again_and_again_lose_nothing_and_commit_each_job
     try:
         while not all(spool.load_status(job_id).state.terminal for job_id in ids):
             assert time.monotonic() - started < PATIENCE, f"jobs still open after {PATIENCE} s (seed {seed})"
-            time.sleep(chance.uniform(0.1, 0.5))
-            busy = running_on(spool, ids, set(workers)) if len(killed) < KILLS else []
+            time.sleep(chance.uniform(0.3, 1.2))
+            busy = victims(spool, ids, set(workers)) if len(killed) < KILLS else []
             if busy:
                 name, victim = workers.pop(chance.choice(busy))
                 victim.send_signal(signal.SIGKILL)
