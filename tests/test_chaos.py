@@ -162,8 +162,9 @@ def test_cancel_racing_real_workers_never_lets_a_canceled_job_end_done(spool_dir
 
 
 def claim_and_commit(spool: Spool, start: threading.Barrier, outcome: dict[str, str]) -> None:
-    """Claim the one queued job and commit it at once, recording how that went."""
+    """Claim the one queued job and commit it at once, recording how that went and how long it took."""
     start.wait()
+    began = time.monotonic()
     claim = claim_next(spool, [Lane.WHISPERX], WorkerRef.here("racer"))
     if claim is None:
         outcome["finish"] = "nothing to claim"
@@ -174,11 +175,19 @@ def claim_and_commit(spool: Spool, start: threading.Barrier, outcome: dict[str, 
         outcome["finish"] = "done"
     except ClaimLost:
         outcome["finish"] = "lost"
+    outcome["took"] = str(time.monotonic() - began)
 
 
 def test_cancel_and_a_committing_claim_race_and_exactly_one_wins(spool, media):
-    """Many times over: one thread claims and commits at once, another cancels, released together."""
+    """Many times over: one thread claims and commits at once, another cancels, released together.
+
+    The cancel waits a random part of what the last claim and commit took, so that it lands before
+    the claim, between claim and commit, and after the commit, however fast this machine is today.
+    """
+    seed = int.from_bytes(os.urandom(4), "big")
+    chance = random.Random(seed)
     wins = {"cancel": 0, "finish": 0}
+    window = 0.02  # seconds; then what the last full claim and commit took
     for _ in range(120):
         (job_id,) = add_jobs(spool, media["wav"], 1)  # the only job waiting: the racer claims this one or none
         start = threading.Barrier(2)
@@ -186,12 +195,15 @@ def test_cancel_and_a_committing_claim_race_and_exactly_one_wins(spool, media):
         racer = threading.Thread(target=claim_and_commit, args=(spool, start, outcome))
         racer.start()
         start.wait()
+        time.sleep(chance.uniform(0.0, window))
         try:
             spool.cancel(job_id)
             outcome["cancel"] = "canceled"
         except KlipnoteError as exc:
             outcome["cancel"] = str(exc)
         racer.join()
+        if outcome["finish"] == "done":
+            window = float(outcome["took"])
 
         state = spool.load_status(job_id).state
         if outcome["cancel"] == "canceled":
@@ -202,4 +214,4 @@ def test_cancel_and_a_committing_claim_race_and_exactly_one_wins(spool, media):
             assert "already done" in outcome["cancel"] and (state, outcome["finish"]) == (JobState.DONE, "done")
             wins["finish"] += 1
         assert spool.find_tickets(job_id) == [] and spool.staging_dirs(job_id, 1) == []
-    assert wins["cancel"] and wins["finish"], wins
+    assert wins["cancel"] and wins["finish"], f"{wins} (seed {seed})"
