@@ -180,19 +180,27 @@ def _check(path: Path, limits: Limits) -> InputInfo | InputRejected:
         return exc
 
 
+#: Which job ``--skip-existing`` names when several hold the same content. Failed and canceled jobs
+#: count too: a cron rerun must not transcribe again, every few minutes, a file that fails or that
+#: someone canceled; ``klipnote retry`` is how to run one again.
+_SKIP_PREFERENCE = (JobState.DONE, JobState.RUNNING, JobState.QUEUED, JobState.FAILED, JobState.CANCELED)
+
+
 def _submit_one(
     spool: Spool, candidate: Candidate, info: InputInfo, request: JobRequest, copy: bool, skip_existing: bool
 ) -> Outcome:
     if not skip_existing:
         return Outcome(candidate.text, status=spool.submit(info, candidate.path, request, copy=copy))
     with spool.content_lock(info.sha256):
+        existing = []
         for job_id in spool.jobs_with_content(info.sha256):
             try:
-                existing = spool.load_status(job_id)
+                existing.append(spool.load_status(job_id))
             except KlipnoteError:  # an unreadable old job must not block a new submit
                 continue
-            if existing.state in (JobState.QUEUED, JobState.RUNNING, JobState.DONE):
-                return Outcome(candidate.text, status=existing, skipped=True)
+        if existing:
+            best = min(existing, key=lambda st: _SKIP_PREFERENCE.index(st.state))
+            return Outcome(candidate.text, status=best, skipped=True)
         return Outcome(candidate.text, status=spool.submit(info, candidate.path, request, copy=copy))
 
 

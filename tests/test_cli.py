@@ -374,13 +374,18 @@ def test_skip_existing_returns_the_job_with_the_same_content(cli, spool_dir, tmp
     assert submit_one(cli, wav) != first  # without the flag the same content is a new job
 
 
-def test_skip_existing_resubmits_after_cancel(cli, spool_dir, wav):
-    first = submit_one(cli, wav)
-    expect(cli("cancel", first), 0)
+def test_skip_existing_does_not_bring_back_a_canceled_or_failed_job(cli, spool_dir, wav, tmp_path):
+    canceled = submit_one(cli, wav)
+    expect(cli("cancel", canceled), 0)
     [entry] = submitted(cli, "--skip-existing", wav)
-    assert entry["id"] != first
-    assert "skipped" not in entry
-    assert jobs_on_disk(spool_dir) == {first, entry["id"]}
+    assert entry == {"id": canceled, "input": wav, "lane": "auto", "state": "canceled", "skipped": True}
+    expect(cli("retry", canceled), 0)  # the way to run it again
+    failed = fail_one(spool_dir)
+    copy = tmp_path / "again.wav"
+    shutil.copy(wav, copy)
+    [entry] = submitted(cli, "--skip-existing", str(copy))
+    assert entry["id"] == failed and entry["state"] == "failed" and entry["skipped"]
+    assert jobs_on_disk(spool_dir) == {canceled}
 
 
 # ====================================================================== submit: routing

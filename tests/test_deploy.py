@@ -228,6 +228,15 @@ def test_cron_reports_rejected_files_and_failed_jobs_with_exit_1(spool_dir, inbo
     assert states(spool_dir) == {"tone.wav": "failed", "tone.mp3": "failed"}
 
 
+def test_cron_reports_a_failed_job_once_and_never_transcribes_it_again(spool_dir, inbox, fake_launcher, tmp_path):
+    env = script_env(spool_dir, KLIPNOTE_WORKER=str(fake_launcher), FAKE_FAIL_LANGUAGE="xx")
+    first = cron("--drain", "whisperx", "--submit-arg=--language=xx", str(inbox), env=env, lock=tmp_path / "lock")
+    assert first.returncode == 1 and len(first.stderr.splitlines()) == 2, first.stderr
+    again = cron("--drain", "whisperx", "--submit-arg=--language=xx", str(inbox), env=env, lock=tmp_path / "lock")
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+    assert states(spool_dir) == {"tone.wav": "failed", "tone.mp3": "failed"}
+
+
 def test_cron_mails_the_log_of_a_worker_that_failed(spool_dir, inbox, fake_launcher, tmp_path):
     env = script_env(spool_dir, KLIPNOTE_WORKER=str(fake_launcher))
     done = cron("--drain", "whisperx", "--worker-arg=--no-such-option", str(inbox), env=env, lock=tmp_path / "lock")

@@ -82,7 +82,8 @@ def submit(
     skip_existing: Annotated[
         bool,
         typer.Option(
-            "--skip-existing", help="Do not resubmit a file whose content is already queued, running or done."
+            "--skip-existing", help="Do not resubmit a file whose content is already in the spool, in any state "
+            "(run a failed or canceled one again with `klipnote retry`)."
         ),
     ] = False,
     no_copy: Annotated[
