@@ -286,7 +286,7 @@ class Spool:
         path = self.job_dir(job_id) / MANIFEST
         data = read_json(path)
         try:
-            return _checked(Manifest.from_dict(data))
+            return checked(Manifest.from_dict(data))
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise ValueError(f"{path} is not a manifest ({type(exc).__name__}: {exc})") from None
 
@@ -294,7 +294,7 @@ class Spool:
         """The job's status; :class:`KlipnoteError` when its file is missing or unreadable."""
         path = self.job_dir(job_id) / STATUS
         try:
-            return _checked(Status.from_dict(read_json(path)))
+            return checked(Status.from_dict(read_json(path)))
         except FileNotFoundError:
             raise JobNotFound(f"no job {job_id} in the spool {self.root}") from None
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -672,8 +672,8 @@ class Spool:
 _LAYOUT_NAMES = {"spool.json", "tmp", "jobs", "queue", "claimed", "quarantine", "index", "workers"}
 
 
-def _checked(record: Any) -> Any:
-    """``record`` (a Status or Manifest just parsed) if every field has its declared type, else TypeError.
+def checked(record: Any) -> Any:
+    """``record`` (a dataclass just parsed: Status, Manifest, WorkerRecord) if every field has its declared type, else TypeError.
 
     A file edited by hand or written by something else can be valid JSON of the wrong shape; this
     stops it here with one message instead of a traceback wherever the field is first used.
@@ -710,7 +710,7 @@ def _predicate(hint: Any) -> Callable[[Any], bool]:
         item = _predicate(typing.get_args(hint)[0]) if typing.get_args(hint) else _predicate(Any)
         return lambda v: isinstance(v, origin) and all(item(x) for x in v)
     if dataclasses.is_dataclass(hint):
-        return lambda v: isinstance(v, hint) and _checked(v) is v
+        return lambda v: isinstance(v, hint) and checked(v) is v
     kind = origin or hint
     return lambda v: isinstance(v, kind)
 
