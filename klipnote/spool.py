@@ -673,7 +673,7 @@ _LAYOUT_NAMES = {"spool.json", "tmp", "jobs", "queue", "claimed", "quarantine", 
 
 
 def checked(record: Any) -> Any:
-    """``record`` (a dataclass just parsed: Status, Manifest, WorkerRecord) if every field has its declared type, else TypeError.
+    """``record`` (a Status, Manifest or WorkerRecord just parsed) if every field has its declared type, else TypeError.
 
     A file edited by hand or written by something else can be valid JSON of the wrong shape; this
     stops it here with one message instead of a traceback wherever the field is first used.
