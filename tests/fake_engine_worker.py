@@ -73,7 +73,7 @@ class FakeEngine:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--spool", type=Path, required=True)
-    parser.add_argument("--id", default="fake-worker")
+    parser.add_argument("--id", "--name", default="fake-worker")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--once", action="store_true")
     parser.add_argument("--drain", action="store_true")

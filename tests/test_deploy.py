@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -25,6 +26,8 @@ from klipnote.spool import Spool
 
 from .conftest import REPO
 from .e2ekit import worker_env
+
+HOST = socket.gethostname()  # what systemd puts for %H
 
 SCRIPTS = REPO / "scripts"
 UNIT = SCRIPTS / "klipnote-worker@.service"
@@ -131,7 +134,7 @@ def test_the_units_command_runs_a_real_worker_that_stops_on_sigterm(spool_dir, m
     """ExecStart as systemd runs it for klipnote-worker@whisperx-cpu, WHISPER_MODEL from an env file."""
     env = {**worker_env(model_cache, tmp_path / "home"), "KLIPNOTE_SPOOL": str(spool_dir),
            "KLIPNOTE_VENV_CUDA12": sys.prefix, "WHISPER_MODEL": "base-offline"}
-    command = [part.replace("/opt/klipnote", str(REPO)).replace("%i", "whisperx-cpu")
+    command = [part.replace("/opt/klipnote", str(REPO)).replace("%i", "whisperx-cpu").replace("%H", HOST)
                for part in unit_value("ExecStart").split()]
     log = tmp_path / "journal.txt"  # stderr to a file: a pipe nobody reads would fill up and stall the worker
     with open(log, "w") as journal:
@@ -139,6 +142,7 @@ def test_the_units_command_runs_a_real_worker_that_stops_on_sigterm(spool_dir, m
     try:
         ready = worker.stdout.readline()
         assert " ready: model base-offline on cpu " in ready, log.read_text()[-3000:]
+        assert ready.startswith(f"klipnote worker whisperx-cpu@{HOST} ready")  # the instance's own record
         job_id = klipnote_json(spool_dir, "submit", str(corpus / "jfk.flac"))[0]["id"]
         done = subprocess.run([sys.executable, "-m", "klipnote", "--spool", str(spool_dir), "wait", job_id,
                                "--timeout", "5m"], capture_output=True, text=True, env=env, check=False)
@@ -189,6 +193,8 @@ def test_cron_submits_drains_delivers_and_says_nothing_when_all_is_well(spool_di
     assert "4 files in the spool (new or already there)" in verbose.stderr
     assert states(spool_dir) == {"tone.wav": "done", "tone.mp3": "done", "new.wav": "done"}
     assert (inbox / "sub" / "new.vtt").read_text().startswith("WEBVTT")
+    # Three runs, three drain workers, one record: each run took over the name of the one before.
+    assert [p.name for p in (spool_dir / "workers").iterdir()] == [f"cron-whisperx@{HOST}.json"]
 
 
 def test_cron_without_drain_only_submits(spool_dir, inbox, tmp_path):
