@@ -25,6 +25,7 @@ from typing import Any
 from klipnote import defaults, envcheck, models, modelstore
 from klipnote.config import Settings, config_path, load_settings
 from klipnote.errors import ConfigError, KlipnoteError, SpoolError, UsageError, summary
+from klipnote.job import Lane
 from klipnote.spool import Spool
 
 DEVICES = ("auto", "cuda", "cpu")
@@ -174,7 +175,12 @@ def _check_writable(probe_dir: Path, root: Path, spool: Spool | None = None) -> 
         return fail("writable", f"{root} {verb}: {exc.strerror} ({probe_dir})", _write_advice(exc))
     if spool is not None:  # a spool needs every layout folder, not only tmp/
         layout = [spool.jobs, spool.claimed, spool.workers, spool.quarantine, spool.index, spool.queue,
-                  *sorted(p for p in spool.queue.iterdir() if p.is_dir())]
+                  *(spool.queue / lane.value for lane in Lane)]
+        missing = [p for p in layout if not p.is_dir()]
+        if missing:
+            return fail("writable", f"the spool lacks {_some([str(p) for p in missing], 3)}",
+                        "a spool folder was deleted: recreate it (mkdir, with the spool's owner and mode) or "
+                        "restore the spool from a backup")
         blocked = [p for p in layout if not os.access(p, os.W_OK | os.X_OK)]
         if blocked:
             return fail("writable", f"no write access to {', '.join(str(p) for p in blocked[:3])}",

@@ -179,6 +179,12 @@ def test_fails_on_a_private_spool_of_another_user(doctor: Doctor, spool_dir: Pat
     failing(doctor("--device", "cpu", "--json"), "perms", "private to its owner", "KLIPNOTE_SPOOL_GROUP")
 
 
+def test_a_spool_folder_deleted_is_a_failed_check_not_a_traceback(doctor: Doctor, spool_dir: Path) -> None:
+    spool = Spool(spool_dir).open()
+    shutil.rmtree(spool.queue)
+    failing(doctor("--device", "cpu", "--json"), "writable", f"the spool lacks {spool.queue}", "recreate it")
+
+
 def test_warns_on_a_spool_others_can_read(doctor: Doctor, spool_dir: Path) -> None:
     Spool(spool_dir).open().root.chmod(0o755)
     found = checks(doctor("--device", "cpu", "--json"))["perms"]
