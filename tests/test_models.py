@@ -214,6 +214,25 @@ def test_verify_of_a_model_never_pulled_says_how_to_pull_it(cli: Cli) -> None:
     assert "no pulled models" in ok(cli("models", "verify")).stdout
 
 
+@pytest.mark.parametrize("field, value, said", [
+    ("files", [{"path": "config.json", "size": "big", "sha256": "0" * 64, "origin": "x"}], "'size' is 'big', not int"),
+    ("folder", 5, "'folder' is 5, not str"), ("files", 7, "'files' is 7, not list"), ("files", [3], "not an object")])
+def test_a_manifest_of_wrong_types_is_one_warning_and_the_others_are_still_checked(
+        cli: Cli, home: Path, field: str, value: object, said: str) -> None:
+    ok(cli("models", "pull", "acme/tiny-config"))
+    ok(cli("models", "pull", "belle2", BELLE2_MODEL_NAME="acme/belle-mini"))
+    path = home / "models" / "manifests" / "acme--belle-mini.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+
+    for args in (("list",), ("list", "--json"), ("verify",)):
+        proc = ok(cli("models", *args, COLUMNS="200"), 1 if args == ("verify",) else 0)
+        warning = proc.stderr.strip().splitlines()
+        assert len(warning) == 1 and warning[0].startswith(f"klipnote: warning: model manifest {path} is unreadable")
+        assert said in warning[0]
+        assert "acme/tiny-config" in proc.stdout
+    assert "ok    acme/tiny-config: 3 files match" in proc.stdout
+
+
 # ---------------------------------------------------------------------- list
 
 
@@ -258,6 +277,13 @@ def test_offline_model_is_pulled_by_assembling_it(cli: Cli, home: Path) -> None:
     ok(cli("models", "pull", "tiny.en-offline"))
     assert (folder / "tokenizer.json").read_bytes() == tiny_en("tokenizer.json").read_bytes()
     ok(cli("models", "verify", "tiny.en-offline"))
+
+
+def test_an_unwritable_model_cache_is_one_line(cli: Cli, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    line = error_line(cli("models", "pull", "base-offline", KLIPNOTE_MODEL_CACHE=str(blocker / "models")))
+    assert f"cannot write the model cache {blocker / 'models'}" in line and "KLIPNOTE_MODEL_CACHE" in line
 
 
 @pytest.mark.slow

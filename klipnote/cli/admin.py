@@ -90,7 +90,8 @@ def models_list(ctx: typer.Context, json: JsonFlag = False) -> None:
     """
     from klipnote import modelstore
 
-    entries = modelstore.list_models(session_of(ctx).settings)
+    entries, unreadable = modelstore.list_models(session_of(ctx).settings)
+    render.warn_lines(unreadable)
     if json:
         render.print_json([_entry_json(e) for e in entries])
         return
@@ -109,17 +110,19 @@ def models_verify(
 ) -> None:
     """Re-hash pulled models' files against their recorded SHA-256; exit 1 if any does not match.
 
-    A missing, truncated or altered file is named with the command that fetches it again.
+    A missing, truncated or altered file is named with the command that fetches it again. An unreadable
+    manifest is skipped with a warning, the others still checked, and the exit is 1.
     """
     from klipnote import modelstore
 
     manifests = modelstore.manifests_for([name] if name else [], session_of(ctx).settings)
-    results = [(m, modelstore.verify(m)) for m in manifests]
+    render.warn_lines(manifests.unreadable)
+    results = [(m, modelstore.verify(m)) for m in manifests.found]
     if json:
         render.print_json([_verify_json(m, problems) for m, problems in results])
     else:
-        _verify_text(results)
-    raise typer.Exit(1 if any(problems for _, problems in results) else 0)
+        _verify_text(results, skipped=bool(manifests.unreadable))
+    raise typer.Exit(1 if manifests.unreadable or any(problems for _, problems in results) else 0)
 
 
 def _size(size: int) -> str:
@@ -155,8 +158,8 @@ def _verify_json(manifest: Manifest, problems: list[Problem]) -> dict[str, objec
             "fix": manifest.pull_command if problems else None}
 
 
-def _verify_text(results: list[tuple[Manifest, list[Problem]]]) -> None:
-    if not results:
+def _verify_text(results: list[tuple[Manifest, list[Problem]]], *, skipped: bool) -> None:
+    if not results and not skipped:
         sys.stdout.write("no pulled models to verify; klipnote models pull NAME records their checksums\n")
     for manifest, problems in results:
         if not problems:
