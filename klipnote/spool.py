@@ -156,7 +156,7 @@ class Spool:
             return self
         if not create:
             raise SpoolError(f"no spool at {self.root} yet: submit a job first, or set KLIPNOTE_SPOOL")
-        if self.root.is_dir() and any(p.name not in _LAYOUT_NAMES for p in self.root.iterdir()):
+        if self.root.is_dir() and any(not _is_layout(p.name) for p in self.root.iterdir()):
             raise SpoolError(f"{self.root} exists and is not a klipnote spool: choose an empty or new directory")
         self.group = group
         with self.io("creating the spool"):
@@ -670,6 +670,12 @@ class Spool:
 
 
 _LAYOUT_NAMES = {"spool.json", "tmp", "jobs", "queue", "claimed", "quarantine", "index", "workers"}
+
+
+def _is_layout(name: str) -> bool:
+    """A name a spool holds, counting the temp file of a ``spool.json`` that another process, creating
+    the same spool at this moment, is writing."""
+    return name in _LAYOUT_NAMES or (name.startswith(".spool.json.") and name.endswith(".tmp"))
 
 
 def checked(record: Any) -> Any:

@@ -10,7 +10,7 @@ import pytest
 from klipnote import defaults
 from klipnote.claim import WorkerRef, claim_next
 from klipnote.errors import ClaimLost, KlipnoteError, SpoolError, UsageError
-from klipnote.fsio import atomic_write_json
+from klipnote.fsio import atomic_write_json, temp_name
 from klipnote.job import JobRequest, JobState, Lane, Model, Stage
 from klipnote.spool import Spool
 
@@ -64,6 +64,14 @@ def test_a_group_spool_keeps_its_files_group_readable_under_a_strict_umask(spool
         os.umask(old)
     for name in ("spool.json", f"jobs/{job_id}/manifest.json", f"jobs/{job_id}/status.json"):
         assert oct((spool_dir / name).stat().st_mode & 0o777) == "0o660", name
+
+
+def test_a_spool_being_created_by_another_process_is_not_mistaken_for_a_foreign_folder(spool_dir):
+    spool_dir.mkdir()
+    (spool_dir / "jobs").mkdir()
+    temp_name(spool_dir / "spool.json").write_text("{")  # the other process's marker, not yet renamed
+    assert Spool(spool_dir).open().root == spool_dir
+    assert (spool_dir / "spool.json").is_file()
 
 
 def test_a_spool_of_another_format_is_refused(spool_dir):
