@@ -205,6 +205,20 @@ def config_path(environ: Mapping[str, str] | None = None) -> Path:
     return Path(config_home) / "klipnote" / "config.toml"
 
 
+def missing_config_warning(environ: Mapping[str, str] | None = None) -> str | None:
+    """A config file named by KLIPNOTE_CONFIG that does not exist is most likely a typo: say so.
+
+    A warning, not an error: ``config init`` creates the file it names, and the systemd unit names
+    /etc/klipnote/config.toml whether or not the admin has written one.
+    """
+    env = os.environ if environ is None else environ
+    path = config_path(env)
+    if not env.get("KLIPNOTE_CONFIG") or path.exists():
+        return None
+    return (f"KLIPNOTE_CONFIG names {path}, which does not exist, so no file is read: correct the path, "
+            "create it (klipnote config init), or unset KLIPNOTE_CONFIG")
+
+
 class Settings:
     """Effective values (attribute access) with the source of each (``sources[name]``)."""
 
@@ -238,8 +252,8 @@ def load_settings(flags: Mapping[str, Any] | None = None, environ: Mapping[str, 
         try:
             with open(path, "rb") as fh:
                 file_values = tomllib.load(fh)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc}") from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:  # chained: doctor reads the line from the cause
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
         for key, raw in file_values.items():
             setting = _BY_NAME.get(key)
             if setting is None:

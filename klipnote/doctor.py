@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import grp
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from klipnote import defaults, envcheck, models, modelstore
-from klipnote.config import Settings, config_path, load_settings
+from klipnote.config import Settings, config_path, load_settings, missing_config_warning
 from klipnote.errors import ConfigError, KlipnoteError, SpoolError, UsageError, summary
 from klipnote.job import Lane
 from klipnote.spool import Spool
@@ -86,28 +87,44 @@ def run(flags: Mapping[str, Any], *, kind: str | None = None, device: str | None
     """Every check, in the order a person would fix them. ``kind``/``device`` None: from the environment."""
     checks: list[Check] = []
     settings: Settings | None = None
+    path = config_path()
     try:
         settings = load_settings(flags)
-        path = config_path()
-        checks.append(ok("config", f"{path} parsed" if path.exists() else f"no file at {path}; defaults and "
-                         "environment"))
+        missing = missing_config_warning()
+        if missing:
+            checks.append(warn("config", missing, "defaults and environment are used meanwhile"))
+        else:
+            checks.append(ok("config", f"{path} parsed" if path.exists() else f"no file at {path}; defaults and "
+                             "environment"))
     except ConfigError as exc:
-        checks.append(fail("config", str(exc), "fix the value (klipnote config show lists every setting and "
-                           "where it came from)"))
+        checks.append(fail("config", str(exc), _config_advice(exc, path)))
     guessed = kind is None
     kind = kind or envcheck.kind_of_environment() or (settings.default_model if settings and
                                                        settings.default_model != "auto" else "whisperx")
     device = device or (settings.device if settings else defaults.DEVICE)
     checks += check_ffmpeg()
-    if settings is not None:
-        checks += check_spool(settings)
+    checks += check_spool(settings) if settings is not None else [_unchecked("spool")]
     checks.append(check_python())
     checks.append(check_packages(kind))
     checks += check_torch(kind, device, guessed)
-    if settings is not None:
-        checks.append(check_model(kind, settings))
+    checks.append(check_model(kind, settings) if settings is not None else _unchecked("model"))
     checks.append(check_telemetry(kind))
     return Report(kind, device, checks)
+
+
+def _unchecked(name: str) -> Check:
+    """A check that needs the settings, which did not load: said, not silently left out."""
+    return warn(name, "not checked: the settings do not load", "fix the config first")
+
+
+def _config_advice(exc: ConfigError, path: Path) -> str:
+    """Where to fix it. Never ``config show``: it loads the same settings and fails the same way."""
+    if isinstance(exc.__cause__, ValueError):  # tomllib's TOMLDecodeError: "... (at line 2, column 9)"
+        line = re.search(r"at line (\d+)", str(exc.__cause__))
+        return f"edit {'line ' + line.group(1) if line else 'the end'} of {path}: it is not valid TOML"
+    if isinstance(exc.__cause__, OSError):
+        return f"make {path} readable by this user, or point KLIPNOTE_CONFIG at another file"
+    return "fix the value where the message says it comes from (the file or the environment variable)"
 
 
 # ---------------------------------------------------------------------- tools

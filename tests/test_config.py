@@ -172,6 +172,14 @@ def test_a_token_in_a_file_others_can_read_is_warned_about(klipnote, tmp_path):
     assert klipnote("config", "show", "--json", env={"KLIPNOTE_CONFIG": str(cfg)}, spool=None).stderr == ""
 
 
+def test_show_warns_when_klipnote_config_names_a_missing_file(klipnote, tmp_path):
+    missing = tmp_path / "typo.toml"
+    done = klipnote("config", "show", env={"KLIPNOTE_CONFIG": str(missing)}, spool=None)
+    assert done.returncode == 0
+    assert done.stderr == (f"klipnote: warning: KLIPNOTE_CONFIG names {missing}, which does not exist, so no file is "
+                           "read: correct the path, create it (klipnote config init), or unset KLIPNOTE_CONFIG\n")
+
+
 # The original service's names (issue 6) and the KLIPNOTE_* ones: each reaches its setting, beats the file.
 ENVIRONMENT_NAMES = [
     ("DEFAULT_TRANSCRIPTION_MODEL", "default_model", "whisperx", "whisperx"),

@@ -213,14 +213,24 @@ def test_warns_when_the_spool_disk_is_nearly_full(doctor: Doctor, tmp_path: Path
 
 def test_a_corrupt_config_file_is_a_failed_check_not_a_traceback(doctor: Doctor, tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text("spool = [\n")
+    config.write_text("batch_size = 4\nspool = = 3\n")
     proc = doctor("--device", "cpu", "--json", KLIPNOTE_CONFIG=str(config))
-    failing(proc, "config", f"cannot read config file {config}", "klipnote config show")
+    found = failing(proc, "config", f"cannot read config file {config}", f"edit line 2 of {config}")
+    assert "config show" not in found["advice"]  # it loads the same file and fails the same way
     assert {"ffmpeg", "torch", "packages"} <= set(checks(proc))  # the checks that need no settings still ran
+    for name in ("spool", "model"):  # those that do are named, not silently left out
+        assert checks(proc)[name] == {"name": name, "outcome": "warn", "found": "not checked: the settings do not "
+                                      "load", "advice": "fix the config first"}
     config.write_text("max_attempts = -1\n")
     failing(doctor("--device", "cpu", "--json", KLIPNOTE_CONFIG=str(config)), "config", "invalid max_attempts = -1")
     bad_env = doctor("--device", "cpu", KLIPNOTE_CONFIG=str(config))
     assert bad_env.returncode == 1 and bad_env.stdout.startswith("FAIL  config     invalid max_attempts")
+
+
+def test_a_config_file_named_but_missing_is_a_warning(doctor: Doctor, tmp_path: Path) -> None:
+    missing = tmp_path / "typo.toml"
+    found = checks(doctor("--device", "cpu", "--json", KLIPNOTE_CONFIG=str(missing)))["config"]
+    assert found["outcome"] == "warn" and f"KLIPNOTE_CONFIG names {missing}, which does not exist" in found["found"]
 
 
 def test_fails_in_the_wrong_environment_for_the_worker_kind(doctor: Doctor) -> None:

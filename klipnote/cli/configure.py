@@ -31,7 +31,7 @@ def show(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     settings = session_of(ctx).settings
     path = config.config_path()
     described = config.describe(settings)
-    render.warn_lines(config.exposure_warnings(settings))
+    render.warn_lines([*filter(None, [config.missing_config_warning()]), *config.exposure_warnings(settings)])
     if json_out:
         render.print_json({"config_file": {"path": str(path), "exists": path.exists()}, "settings": described})
         return
