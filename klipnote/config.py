@@ -304,15 +304,19 @@ def describe(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 def exposure_warnings(settings: Settings) -> list[str]:
-    """A secret read from a config file that other users can read is a leaked secret: say so."""
+    """A secret read from a config file that every user can read is a leaked secret: say so.
+
+    Group read is fine: the deployment recipe shares /etc/klipnote/config.toml with the klipnote
+    group (0640 root:klipnote) so that the service user can read it.
+    """
     warnings = []
     for setting in SETTINGS:
         source, _, origin = settings.sources[setting.name].partition(" ")
         if setting.secret and source == "file":
             mode = Path(origin).stat().st_mode & 0o777
-            if mode & 0o077:
-                warnings.append(f"{origin} holds {setting.name} and others may read it (mode {mode:04o}): "
-                                f"chmod 600 {origin}")
+            if mode & 0o007:
+                warnings.append(f"{origin} holds {setting.name} and every user may read it (mode {mode:04o}): "
+                                f"chmod o-rwx {origin}")
     return warnings
 
 
@@ -359,6 +363,8 @@ def write_template(path: Path, *, force: bool = False) -> None:
     from klipnote.errors import KlipnoteError
     from klipnote.fsio import atomic_write_text
 
+    if path.is_dir():
+        raise KlipnoteError(f"{path} is a directory: give the path of a file in it, e.g. {path / 'config.toml'}")
     if path.exists() and not force:
         raise KlipnoteError(f"{path} exists; keep it, or replace it with --force (klipnote config show reads it)")
     try:

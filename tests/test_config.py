@@ -82,6 +82,14 @@ def test_init_goes_where_klipnote_reads_and_keeps_an_existing_file_unless_forced
     assert "# default_model = " in expected.read_text()
 
 
+def test_init_into_a_folder_says_so_at_once(klipnote, tmp_path):
+    for force in ((), ("--force",)):
+        done = klipnote("config", "init", "--path", str(tmp_path), *force, spool=None)
+        assert done.returncode == 1
+        assert done.stderr == (f"klipnote: {tmp_path} is a directory: give the path of a file in it, e.g. "
+                               f"{tmp_path / 'config.toml'}\n")
+
+
 def test_the_example_config_is_the_template_with_a_gpu_boxs_lines_set(klipnote, tmp_path):
     example = REPO / "examples" / "config.toml"
     settings = load_settings(environ={"KLIPNOTE_CONFIG": str(example)})
@@ -166,10 +174,11 @@ def test_a_token_in_a_file_others_can_read_is_warned_about(klipnote, tmp_path):
     cfg.chmod(0o644)
     done = klipnote("config", "show", "--json", env={"KLIPNOTE_CONFIG": str(cfg)}, spool=None)
     assert done.returncode == 0
-    assert f"klipnote: warning: {cfg} holds hf_token and others may read it (mode 0644): chmod 600 {cfg}" \
+    assert f"klipnote: warning: {cfg} holds hf_token and every user may read it (mode 0644): chmod o-rwx {cfg}" \
         in done.stderr
-    cfg.chmod(0o600)
-    assert klipnote("config", "show", "--json", env={"KLIPNOTE_CONFIG": str(cfg)}, spool=None).stderr == ""
+    for private in (0o600, 0o640):  # 0640 root:klipnote is README's deployment recipe: the group may read it
+        cfg.chmod(private)
+        assert klipnote("config", "show", "--json", env={"KLIPNOTE_CONFIG": str(cfg)}, spool=None).stderr == ""
 
 
 def test_show_warns_when_klipnote_config_names_a_missing_file(klipnote, tmp_path):
