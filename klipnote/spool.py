@@ -562,8 +562,28 @@ class Spool:
             if lock is not None:
                 lock.release()
 
-    def _requeue_or_fail(self, ticket: Ticket, path: Path, reason: str) -> ReapOutcome:
-        """Called under the state lock with the dead claim's ticket at ``path``."""
+    def restore_tickets(self) -> list[ReapOutcome]:
+        """Give a queue ticket to every queued or running job that has none; for a restored backup.
+
+        A backup copies job folders and tickets one file at a time while workers run, so it can
+        catch a job between two states (its status read before it was claimed, its ticket after);
+        restored as is, such a job would wait for ever. Run it before any worker uses the spool.
+        """
+        outcomes = []
+        for job_id in self.job_ids():
+            with self.state_lock(job_id):
+                try:
+                    status = self.load_status(job_id)
+                except KlipnoteError:
+                    continue  # reap and the commands report it
+                if status.state.terminal or self.find_tickets(job_id):
+                    continue
+                ticket = Ticket(job_id, status.attempt)
+                outcomes.append(self._requeue_or_fail(ticket, None, "restored from a backup without its ticket"))
+        return outcomes
+
+    def _requeue_or_fail(self, ticket: Ticket, path: Path | None, reason: str) -> ReapOutcome:
+        """Called under the state lock with the dead claim's ticket at ``path`` (None: the ticket is lost)."""
         job_dir = self.job_dir(ticket.job_id)
         for orphan in job_dir.glob(f".{STATUS}.*.tmp"):
             orphan.unlink(missing_ok=True)  # every status write holds the state lock: this one's writer died
@@ -574,7 +594,8 @@ class Spool:
             return ReapOutcome(ticket.job_id, "quarantined", str(exc))
         status = self.status_or_rebuilt(manifest)
         if status.state.terminal:
-            path.unlink()
+            if path is not None:
+                path.unlink()
             return ReapOutcome(ticket.job_id, "dropped", f"job already {status.state.value}")
         status.worker, status.stage, status.progress = None, None, 0.0
         if ticket.attempt >= status.attempt_limit:
@@ -583,9 +604,14 @@ class Spool:
             status.error = f"gave up after {ticket.attempt} attempts: {reason}"
             status.message = status.error
             self.write_status(status)
-            path.unlink()
+            if path is not None:
+                path.unlink()
             return ReapOutcome(ticket.job_id, "failed", reason)
-        os.rename(path, self.queued_path(status.lane, manifest.priority, ticket.job_id, ticket.attempt + 1))
+        queued = self.queued_path(status.lane, manifest.priority, ticket.job_id, ticket.attempt + 1)
+        if path is None:
+            self._create_empty(queued)
+        else:
+            os.rename(path, queued)
         status.state = JobState.QUEUED
         status.message = f"requeued for attempt {ticket.attempt + 1} of {status.attempt_limit}: {reason}"
         self.write_status(status)

@@ -362,8 +362,11 @@ def test_restore_gives_a_ticketless_job_a_ticket_or_fails_it_when_its_attempts_a
 
     target = tmp_path / "restored"
     done = restore(backup(str(tmp_path / "backups"), env=env), target, env)
-    assert f"{ids[0]}: restored from a backup without its ticket: queued for attempt 1" in done.stderr
-    assert f"{ids[1]}: restored from a backup with its 3 attempts used up" in done.stderr
+    assert f"{ids[0]}: requeued: restored from a backup without its ticket" in done.stderr
+    assert f"{ids[1]}: failed: restored from a backup without its ticket" in done.stderr
+    restored = Spool(target).open(create=False)
+    assert restored.load_status(ids[0]).message.startswith("requeued for attempt 1 of 3: restored from a backup")
+    assert restored.load_status(ids[1]).error == "gave up after 3 attempts: restored from a backup without its ticket"
     drain(target)
     assert states(target) == {"tone.wav": "done", "tone.mp3": "failed"}
 
