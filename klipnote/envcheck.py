@@ -132,19 +132,25 @@ def pins_file(kind: str, root: Path = SOURCE_ROOT) -> Path | None:
     return path if path.is_file() else None
 
 
-def canonical_name(name: str) -> str:
-    """PEP 503 normalised project name: ``Jinja2`` and ``typing_extensions`` compare as pip does."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
 def read_pins(path: Path) -> dict[str, str]:
-    """``name==version`` lines of a requirements file, by canonical name; comments and blanks skipped."""
+    """``name==version`` requirements of a file, by canonical name, parsed as pip does (extras such as
+    ``uvicorn[standard]==0.30``, markers such as ``; sys_platform == 'linux'``, hashes); a pin whose
+    marker excludes this environment is not expected here. Comments, blanks, options and ranges skipped."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
     pins = {}
     for line in path.read_text().splitlines():
-        requirement = line.split("#", maxsplit=1)[0].strip()
-        if "==" in requirement:
-            name, version = requirement.split("==", maxsplit=1)
-            pins[canonical_name(name.strip())] = version.strip()
+        text = re.sub(r"(^|\s)#.*", "", line).split("--hash", maxsplit=1)[0].strip().rstrip("\\").strip()
+        if not text or text.startswith("-"):
+            continue
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            continue  # a URL or path line: nothing to compare a version with
+        exact = [spec.version for spec in requirement.specifier if spec.operator == "=="]
+        if len(exact) == 1 and (requirement.marker is None or requirement.marker.evaluate()):
+            pins[canonicalize_name(requirement.name)] = exact[0]
     return pins
 
 

@@ -307,8 +307,16 @@ def test_pins_compare_as_pip_does(tmp_path: Path) -> None:
     assert envcheck.matches_pin("2.5.1+cu118", "2.5.1") and envcheck.matches_pin("2.5.1", "2.5.1")
     assert not envcheck.matches_pin("2.5.1", "2.5.1+cu118") and not envcheck.matches_pin("2.5.10", "2.5.1")
     requirements = tmp_path / "requirements.txt"
-    requirements.write_text("# comment\n\nJinja2==3.1.6\ntyping_extensions==4.16.0  # why\ntorch>=2\n")
-    assert envcheck.read_pins(requirements) == {"jinja2": "3.1.6", "typing-extensions": "4.16.0"}
+    requirements.write_text("# comment\n\nJinja2==3.1.6\ntyping_extensions==4.16.0  # why\ntorch>=2\n"
+                            "uvicorn[standard]==0.30.1\nnvidia-nccl-cu12==2.27.3 ; sys_platform == 'linux'\n"
+                            "pywin32==311 ; sys_platform == 'win32'\n--extra-index-url https://example.org\n")
+    assert envcheck.read_pins(requirements) == {"jinja2": "3.1.6", "typing-extensions": "4.16.0",
+                                                "uvicorn": "0.30.1", "nvidia-nccl-cu12": "2.27.3"}
+    for kind in envcheck.EXPECTATIONS:  # every line of the real pins files is a pin
+        path = envcheck.pins_file(kind)
+        assert path is not None
+        pinned = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+        assert len(envcheck.read_pins(path)) == len(pinned), kind
 
 
 def test_pins_file_missing_is_said_not_guessed(tmp_path: Path) -> None:
