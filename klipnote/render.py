@@ -40,8 +40,20 @@ def when(ts: float | None) -> str:
     if not ts:
         return "-"
     ago = time.time() - ts
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-    return f"{stamp} ({duration(ago)} ago)" if ago >= 0 else stamp
+    return f"{timestamp(ts)} ({duration(ago)} ago)" if ago >= 0 else timestamp(ts)
+
+
+def timestamp(ts: float) -> str:
+    """Local date and time, to the second: where ``when``'s "ago" would make a table row too wide."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def size(n: float, decimals: int = 1) -> str:
+    """``1.5 GiB``, ``12.0 MiB``, ``844 bytes``; ``decimals=2`` to compare a file with a limit."""
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.{decimals}f} {unit}"
+    return f"{int(n)} bytes"
 
 
 def duration(seconds: float) -> str:

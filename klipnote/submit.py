@@ -19,6 +19,7 @@ from typing import Any
 from klipnote import media
 from klipnote.errors import InputRejected, KlipnoteError
 from klipnote.job import InputInfo, JobRequest, JobState, Status
+from klipnote.render import size
 from klipnote.spool import Spool
 
 STDIN_MARK = "-"
@@ -121,7 +122,7 @@ def validate(path: Path, limits: Limits) -> InputInfo:
     info = media.probe(path)
     if st.st_size > limits.max_file_size:
         raise InputRejected(
-            f"too large: {_size(st.st_size)}, the limit is {_size(limits.max_file_size)} (MAX_FILE_SIZE)"
+            f"too large: {size(st.st_size, 2)}, the limit is {size(limits.max_file_size, 2)} (MAX_FILE_SIZE)"
         )
     if info.duration is not None and info.duration > limits.max_duration_hours * 3600:
         raise InputRejected(
@@ -210,14 +211,6 @@ def _sha256(path: Path) -> str:
         while chunk := fh.read(_HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _size(n: float) -> str:
-    """``1.50 GiB``, ``12.0 MiB``, ``844 bytes``: precise enough to compare a file with its limit."""
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= scale:
-            return f"{n / scale:.2f} {unit}"
-    return f"{int(n)} bytes"
 
 
 def _hms(seconds: float) -> str:

@@ -225,7 +225,7 @@ def test_a_manifest_of_wrong_types_is_one_warning_and_the_others_are_still_check
     path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
 
     for args in (("list",), ("list", "--json"), ("verify",)):
-        proc = ok(cli("models", *args, COLUMNS="200"), 1 if args == ("verify",) else 0)
+        proc = ok(cli("models", *args), 1 if args == ("verify",) else 0)
         warning = proc.stderr.strip().splitlines()
         assert len(warning) == 1 and warning[0].startswith(f"klipnote: warning: model manifest {path} is unreadable")
         assert said in warning[0]
@@ -252,9 +252,11 @@ def test_list_shows_sizes_revisions_and_state(cli: Cli, hub: Hub, home: Path) ->
     assert belle["integrity"] == "unrecorded" and belle["files"] == 2
     assert belle["size"] == len(WEIGHTS) + len(repo.content("config.json"))
 
-    table = ok(cli("models", "list", BELLE2_MODEL_NAME="acme/belle-mini", COLUMNS="200")).stdout
-    row = next(line for line in table.splitlines() if line.startswith("acme/tiny-config"))
-    assert repo.commit[:12] in row and "KiB" in row and "verified" in row
+    table = ok(cli("models", "list", BELLE2_MODEL_NAME="acme/belle-mini", COLUMNS="80")).stdout.splitlines()
+    at = next(i for i, line in enumerate(table) if line.startswith("acme/tiny-config"))
+    assert repo.commit[:12] in table[at] and "KiB" in table[at] and "verified" in table[at]
+    assert table[at + 1] == f"  {tiny['folder']}"  # never cut, whatever the width
+    assert f"  {belle['folder']}" in table
 
 
 # ---------------------------------------------------------------------- offline and Whisper models

@@ -78,7 +78,7 @@ def models_pull(
         render.print_json(manifest.to_json())
         return
     at = f" at {manifest.commit}" if manifest.commit else ""
-    sys.stdout.write(f"{manifest.name}: {len(manifest.files)} files, {_size(manifest.size)}{at}, "
+    sys.stdout.write(f"{manifest.name}: {len(manifest.files)} files, {render.size(manifest.size)}{at}, "
                      f"SHA-256 recorded, in {manifest.folder}\n")
 
 
@@ -125,13 +125,6 @@ def models_verify(
     raise typer.Exit(1 if manifests.unreadable or any(problems for _, problems in results) else 0)
 
 
-def _size(size: int) -> str:
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if size >= scale:
-            return f"{size / scale:.1f} {unit}"
-    return f"{size} B"
-
-
 def _entry_json(entry: Entry) -> dict[str, object]:
     return {"name": entry.name, "source": entry.source.value, "repo_id": entry.repo_id, "commit": entry.commit,
             "folder": entry.folder, "size": entry.size, "files": entry.files, "integrity": entry.integrity.value,
@@ -139,17 +132,19 @@ def _entry_json(entry: Entry) -> dict[str, object]:
 
 
 def _entry_table(entries: list[Entry]) -> None:
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("name", "source", "revision", "size", "files", "state", "folder"):
-        table.add_column(column, overflow="fold" if column == "folder" else "ellipsis", no_wrap=column != "folder")
+    """Aligned columns, and each model's folder on a line of its own below it: a cache path is longer
+    than an 80-column terminal leaves beside the other columns, and is never cut."""
+    rows = [("name", "source", "revision", "size", "files", "state")]
     for e in entries:
-        state = e.integrity.value
-        if e.verified_at:
-            state += f" {render.when(e.verified_at).split(' (')[0]}"
-        table.add_row(e.name, e.source.value, (e.commit or "-")[:12], _size(e.size), str(e.files), state, e.folder)
-    render.console().print(table)
+        state = e.integrity.value + (f" {render.timestamp(e.verified_at)}" if e.verified_at else "")
+        rows.append((e.name, e.source.value, (e.commit or "-")[:12], render.size(e.size), str(e.files), state))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for i, row in enumerate(rows):
+        lines.append("  ".join(f"{cell:<{w}}" for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1])
+        if i:
+            lines.append(f"  {entries[i - 1].folder}")
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def _verify_json(manifest: Manifest, problems: list[Problem]) -> dict[str, object]:
