@@ -174,8 +174,9 @@ def worker_argv(setup: Setup, cli: list[str]) -> list[str]:
 
 
 def klipnote_results(spool: Path, count: int) -> tuple[list[str], int, dict[str, Any]]:
-    """Texts and segment count of every job, checking that all ``count`` jobs are done."""
-    texts, segments, engines = [], 0, set()
+    """Texts and segment count of every job, checking that all ``count`` jobs are done; the worker's
+    own per-stage seconds (``metadata.timings``: decode, transcribe, enhance, total), summed over the jobs."""
+    texts, segments, timing_methods, stages = [], 0, set(), {}
     for folder in sorted((spool / "jobs").iterdir()):
         state = json.loads((folder / "status.json").read_text())["state"]
         if state != "done":
@@ -183,10 +184,12 @@ def klipnote_results(spool: Path, count: int) -> tuple[list[str], int, dict[str,
         result = json.loads((folder / "transcript.json").read_text())
         texts.append("".join(s["text"] for s in result["segments"]))
         segments += len(result["segments"])
-        engines.add(result.get("word_timing") or result.get("metadata", {}).get("word_timing") or "")
+        timing_methods.add(result["metadata"]["word_timestamps"])
+        for stage, seconds in result["metadata"]["timings"].items():
+            stages[stage] = stages.get(stage, 0.0) + seconds
     if len(texts) != count:
         sys.exit(f"klipnote: {len(texts)} jobs, expected {count}")
-    return texts, segments, {"word_timing": sorted(e for e in engines if e)}
+    return texts, segments, {"word_timestamps": sorted(timing_methods), "worker_stage_s": stages}
 
 
 def klipnote_cold(setup: Setup, folder: Path) -> Run:

@@ -52,12 +52,12 @@ def test_cli_latency(model_cache: Path, tmp_path: Path, corpus: Path) -> None:
 
 def test_spool(model_cache: Path, tmp_path: Path, corpus: Path) -> None:
     out = tmp_path / "out"
-    stdout = run_script([str(SCRIPTS / "bench_spool.py"), "--sizes", "6,12", "--chunk", "4", "--claims", "2",
-                         "--cli-sample", "1", "--repeat", "1", "--tmp", str(tmp_path), "--out", str(out)],
-                        model_cache, tmp_path, corpus)
-    data = results(out, "spool")
-    assert [r["size"] for r in data["results"]] == [6, 12]
-    assert [r["library_jobs"] for r in data["results"]] == [5, 5]  # the rest by the CLI
+    stdout = run_script([str(SCRIPTS / "bench_spool.py"), "--sizes", "6,12", "--rounds", "2", "--claims", "2",
+                         "--sample", "2", "--tmp", str(tmp_path), "--out", str(out)], model_cache, tmp_path, corpus)
+    rows = results(out, "spool")["results"]
+    assert [r["size"] for r in rows] == [6, 12]
+    assert [r["final_size"] for r in rows] == [12, 18]  # each round: 2 through the library, 1 through the CLI
+    assert all(len(r["figures"]["claim_next (ms)"]) == 4 for r in rows)
     assert "12 / 6" in stdout  # the growth table
 
 
