@@ -13,6 +13,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +99,17 @@ def _text(text: Any) -> str:
     return str(text).strip()
 
 
+class Device(str, Enum):
+    """Where a worker runs its model; ``auto``: cuda when torch sees a GPU, else cpu."""
+
+    AUTO = "auto"
+    CUDA = "cuda"
+    CPU = "cpu"
+
+
 def _choice(*allowed: str) -> Callable[[Any], str]:
     def parse(text: Any) -> str:
-        value = str(text).strip().lower()
+        value = (text.value if isinstance(text, Enum) else str(text)).strip().lower()
         if value not in allowed:
             raise ValueError(f"allowed: {', '.join(allowed)}")
         return value
@@ -108,7 +117,8 @@ def _choice(*allowed: str) -> Callable[[Any], str]:
     return parse
 
 
-def _bool(text: Any) -> bool:
+def parse_bool(text: Any) -> bool:
+    """True or False from TOML booleans and the environment's spellings (1/0, yes/no, on/off)."""
     if isinstance(text, bool):
         return text
     value = str(text).strip().lower()
@@ -165,7 +175,7 @@ SETTINGS: tuple[Setting, ...] = (
             "longest input accepted, in hours"),
     Setting("whisper_model", _text, defaults.WHISPER_MODEL, ("WHISPER_MODEL",),
             "whisperx model: a name (large-v2), a local CTranslate2 folder, or base-offline"),
-    Setting("device", _choice("auto", "cuda", "cpu"), defaults.DEVICE, ("WHISPER_DEVICE",),
+    Setting("device", _choice(*(d.value for d in Device)), defaults.DEVICE, ("WHISPER_DEVICE",),
             "where workers run models: auto, cuda or cpu"),
     Setting("compute_type", _choice("auto", "float16", "float32", "int8", "int8_float16", "bfloat16"),
             defaults.COMPUTE_TYPE, ("WHISPER_COMPUTE_TYPE",),
@@ -181,7 +191,7 @@ SETTINGS: tuple[Setting, ...] = (
             "pyannote pipeline for --diarize: a hub id or a local folder with its config.yaml"),
     Setting("zh_script", _choice(*(z.value for z in ZhScript)), defaults.ZH_SCRIPT, ("KLIPNOTE_ZH_SCRIPT",),
             "Chinese characters in belle2 output: simplified, traditional, or original (as the model wrote)"),
-    Setting("enable_optimization", _bool, defaults.ENABLE_OPTIMIZATION, ("ENABLE_OPTIMIZATION",),
+    Setting("enable_optimization", parse_bool, defaults.ENABLE_OPTIMIZATION, ("ENABLE_OPTIMIZATION",),
             "run the enhancement pipeline after transcription (vad, refine, split)"),
     Setting("optimizer_engine", _choice("auto", "words", "segments"), defaults.OPTIMIZER_ENGINE,
             ("OPTIMIZER_ENGINE",), "how split builds cues: auto, words (word times) or segments"),

@@ -94,6 +94,15 @@ DOCTOR_PROGRAM_TIMEOUT = 10.0
 #: Python (major, minor) the pinned environments under envs/ are built and tested with.
 ENV_PYTHON = (3, 11)
 
+#: Bytes read at a time to hash (and copy) a file: inputs at submit, model files at pull and verify.
+HASH_CHUNK = 4 * 1024 * 1024
+#: Mode of a model manifest: readable by every user, so that workers under other users can check a
+#: cache shared read-only.
+MODEL_MANIFEST_MODE = 0o644
+#: Weight formats the belle2 worker never loads, so never downloads: pickles (torch < 2.6 can run code
+#: hidden in them, CVE-2025-32434) and other frameworks' copies of the same weights.
+NOT_SAFETENSORS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.onnx", "*.ot")
+
 #: ``klipnote top`` redraws this often unless told otherwise (seconds).
 TOP_REFRESH_INTERVAL = 2.0
 #: Failed jobs shown by ``klipnote top``, newest first.

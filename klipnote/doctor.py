@@ -24,12 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from klipnote import defaults, envcheck, models, modelstore
-from klipnote.config import Settings, config_path, load_settings, missing_config_warning
+from klipnote.config import Settings, config_path, load_settings, missing_config_warning, parse_bool
 from klipnote.errors import ConfigError, KlipnoteError, SpoolError, UsageError, summary
 from klipnote.job import Lane
 from klipnote.spool import Spool
-
-DEVICES = ("auto", "cuda", "cpu")
 
 
 class Outcome(str, Enum):
@@ -386,14 +384,7 @@ def _cached_folder(ref: modelstore.ModelRef) -> Path | None:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        if ref.faster_whisper:
-            from faster_whisper.utils import download_model
-
-            return Path(download_model(str(ref.repo_id), local_files_only=True))
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(str(ref.repo_id), local_files_only=True,
-                                      ignore_patterns=list(ref.ignore_patterns) or None))
+        return modelstore.snapshot_folder(ref, local_files_only=True)
     except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
         return None
 
@@ -422,19 +413,24 @@ def _with_manifest(found: str, ref: modelstore.ModelRef, folder: Path | None, pu
 # ---------------------------------------------------------------------- telemetry
 
 
-_OFF = ("0", "false", "no", "off")
-
-
 def check_telemetry(kind: str, environ: Mapping[str, str] = os.environ) -> Check:
     pyannote = environ.get("PYANNOTE_METRICS_ENABLED")
     hub = environ.get("HF_HUB_DISABLE_TELEMETRY")
     found = f"PYANNOTE_METRICS_ENABLED={pyannote if pyannote is not None else 'unset'}, " \
             f"HF_HUB_DISABLE_TELEMETRY={hub if hub is not None else 'unset'}"
-    if kind == "whisperx" and pyannote is not None and pyannote.strip().lower() not in _OFF:
+    if kind == "whisperx" and pyannote is not None and not _off(pyannote):
         return warn("telemetry", f"{found}: pyannote.audio will send usage metrics",
                     "unset PYANNOTE_METRICS_ENABLED (klipnote then sets it to 0) or set it to 0")
-    if hub is None or hub.strip().lower() in _OFF:
+    if hub is None or _off(hub):
         return warn("telemetry", found, "export HF_HUB_DISABLE_TELEMETRY=1 (scripts/klipnote-worker and the "
                     "Dockerfiles do)")
     return ok("telemetry", f"{found}: off")
 
+
+
+def _off(value: str) -> bool:
+    """False as klipnote's boolean settings read it (0, false, no, off); anything else counts as on."""
+    try:
+        return not parse_bool(value)
+    except ValueError:
+        return False

@@ -7,11 +7,15 @@ either the old content or the new, never half of either, even across power loss.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from klipnote.defaults import HASH_CHUNK
 
 
 def fsync_dir(path: Path) -> None:
@@ -68,6 +72,34 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, found {type(data).__name__}")
     return data
+
+
+def chunks(path: Path) -> Iterator[bytes]:
+    """The file's content, ``HASH_CHUNK`` bytes at a time: hashing a multi-GiB model never holds it in memory."""
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK):
+            yield chunk
+
+
+def sha256_file(path: Path, *, also: Iterable[Any] = ()) -> str:
+    """SHA-256 of a file as hex; ``also``: other hashlib objects fed the same bytes in the same single read."""
+    digest = hashlib.sha256()
+    others = list(also)
+    for chunk in chunks(path):
+        digest.update(chunk)
+        for other in others:
+            other.update(chunk)
+    return digest.hexdigest()
+
+
+def copy_sha256(sources: Iterable[Path], out: BinaryIO) -> str:
+    """Write the files one after the other to ``out``; the SHA-256 of what was written, from the same read."""
+    digest = hashlib.sha256()
+    for source in sources:
+        for chunk in chunks(source):
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
 
 
 def _unlink_quietly(path: Path) -> None:

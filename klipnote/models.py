@@ -9,7 +9,6 @@ against the value recorded here, and returns a folder faster-whisper and whisper
 from __future__ import annotations
 
 import errno
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -18,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from klipnote.errors import KlipnoteError
-from klipnote.fsio import fsync_dir
+from klipnote.fsio import copy_sha256, fsync_dir
 
-HASH_CHUNK = 4 * 1024 * 1024
 VERIFIED_MARK = ".sha256-verified"
 
 
@@ -114,17 +112,12 @@ def assemble(model: OfflineModel, root: Path | None = None) -> Path:
         raise KlipnoteError(f"cannot write the model cache {target.parent}: {exc.strerror or exc}; set "
                             "KLIPNOTE_MODEL_CACHE to a folder this user can write") from None
     try:
-        digest = hashlib.sha256()
         with open(staging / "model.bin", "wb") as out:
-            for part in sources:
-                with open(part, "rb") as src:
-                    while chunk := src.read(HASH_CHUNK):
-                        digest.update(chunk)
-                        out.write(chunk)
+            sha256 = copy_sha256(sources, out)
             out.flush()
             os.fsync(out.fileno())
-        if digest.hexdigest() != model.sha256:
-            raise KlipnoteError(f"model {model.name}: SHA-256 of the assembled model.bin is {digest.hexdigest()}, "
+        if sha256 != model.sha256:
+            raise KlipnoteError(f"model {model.name}: SHA-256 of the assembled model.bin is {sha256}, "
                                 f"expected {model.sha256}; refusing to load it. Reinstall: {model.install_hint}")
         for extra in extras:
             shutil.copyfile(extra, staging / extra.name)

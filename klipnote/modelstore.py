@@ -27,15 +27,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from klipnote import models
+from klipnote import defaults, models
 from klipnote.config import Settings
 from klipnote.errors import KlipnoteError, UsageError, summary
-from klipnote.fsio import atomic_write_json, read_json
+from klipnote.fsio import atomic_write_json, read_json, sha256_file
 
 MANIFEST_FORMAT = 1
-#: Weight formats the belle2 worker never loads, so never downloads: pickles (torch < 2.6 can run code
-#: hidden in them, CVE-2025-32434) and other frameworks' copies of the same weights.
-NOT_SAFETENSORS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.onnx", "*.ot")
 #: Names that stand for the model a setting configures.
 ALIASES = {"whisperx": "whisper_model", "belle2": "belle2_model", "diarization": "diarization_model"}
 
@@ -211,7 +208,7 @@ def resolve(name: str, settings: Settings) -> ModelRef:
         return ModelRef(given, Source.HUB, repo_id=repo_id, faster_whisper=True)
     if "/" in given and not given.startswith(("/", ".", "~")):
         belle2 = given == settings.belle2_model
-        return ModelRef(given, Source.HUB, repo_id=given, ignore_patterns=NOT_SAFETENSORS if belle2 else ())
+        return ModelRef(given, Source.HUB, repo_id=given, ignore_patterns=defaults.NOT_SAFETENSORS if belle2 else ())
     if given.startswith(("/", ".", "~")):
         raise UsageError(f"model folder {given} does not exist")
     raise UsageError(f"unknown model {given!r}: give a Whisper name ({', '.join(list(whisper)[:4]) or 'large-v2'}, "
@@ -265,7 +262,7 @@ def save_manifest(ref: ModelRef, manifest: Manifest) -> None:
     path = manifest_path(ref)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, manifest.to_json(), 0o644)
+        atomic_write_json(path, manifest.to_json(), defaults.MODEL_MANIFEST_MODE)
     except OSError as exc:
         raise KlipnoteError(f"cannot write the model manifest {path}: {exc.strerror}; set KLIPNOTE_MODEL_CACHE to a "
                             "folder this user can write") from None
@@ -276,17 +273,12 @@ def save_manifest(ref: ModelRef, manifest: Manifest) -> None:
 
 def digests(path: Path, *, git_blob: bool = False) -> tuple[str, str | None]:
     """SHA-256 of a file and, if asked, its git blob id (SHA-1 of ``blob <size>\\0`` and the content)."""
-    sha256 = hashlib.sha256()
     sha1 = None
     if git_blob:
         sha1 = hashlib.sha1()  # git's object id, to compare with the hub's; not a security hash
         sha1.update(f"blob {path.stat().st_size}\0".encode())
-    with open(path, "rb") as fh:
-        while chunk := fh.read(models.HASH_CHUNK):
-            sha256.update(chunk)
-            if sha1 is not None:
-                sha1.update(chunk)
-    return sha256.hexdigest(), sha1.hexdigest() if sha1 else None
+    sha256 = sha256_file(path, also=[sha1] if sha1 else [])
+    return sha256, sha1.hexdigest() if sha1 else None
 
 
 def _check_file(folder: Path, rel: str, expected: Expected) -> tuple[FileRecord | None, str | None]:
@@ -374,7 +366,7 @@ def _pull_hub(ref: ModelRef, revision: str | None, token: str | None) -> Manifes
                             "(workers may keep it, so that they use what was pulled)")
     repo_id = str(ref.repo_id)
     try:
-        folder = _download(ref, revision, token)
+        folder = snapshot_folder(ref, revision, token)
         commit = folder.name
         expected = _hub_expectations(repo_id, commit, folder, token)
         records, bad = _check_folder(folder, expected)
@@ -399,15 +391,18 @@ def _pull_hub(ref: ModelRef, revision: str | None, token: str | None) -> Manifes
                     commit=commit, verified_at=now)
 
 
-def _download(ref: ModelRef, revision: str | None, token: str | None) -> Path:
-    """The snapshot folder (``.../snapshots/<commit>``) after fetching the files the engine will load."""
+def snapshot_folder(ref: ModelRef, revision: str | None = None, token: str | None = None, *,
+                    local_files_only: bool = False) -> Path:
+    """The snapshot folder (``.../snapshots/<commit>``) holding the files the engine loads, fetched the way
+    the engine fetches them; ``local_files_only``: the one already in the cache, or the hub client's error."""
     if ref.faster_whisper:
         from faster_whisper.utils import download_model
 
-        return Path(download_model(str(ref.repo_id), revision=revision, use_auth_token=token))
+        return Path(download_model(str(ref.repo_id), revision=revision, use_auth_token=token,
+                                   local_files_only=local_files_only))
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(str(ref.repo_id), revision=revision, token=token,
+    return Path(snapshot_download(str(ref.repo_id), revision=revision, token=token, local_files_only=local_files_only,
                                   ignore_patterns=list(ref.ignore_patterns) or None))
 
 

@@ -7,7 +7,6 @@ file gets an outcome with a one-line reason; the others are still submitted.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
@@ -18,13 +17,13 @@ from typing import Any
 
 from klipnote import media
 from klipnote.errors import InputRejected, KlipnoteError
+from klipnote.fsio import sha256_file
 from klipnote.job import InputInfo, JobRequest, JobState, Status
 from klipnote.render import size
 from klipnote.spool import Spool
 
 STDIN_MARK = "-"
 PROBE_THREADS = 4
-_HASH_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -130,7 +129,7 @@ def validate(path: Path, limits: Limits) -> InputInfo:
             "(MAX_DURATION_HOURS)"
         )
     try:
-        digest = _sha256(path)
+        digest = sha256_file(path)
     except OSError as exc:
         raise InputRejected(f"cannot read it: {exc.strerror}") from None
     absolute = Path(os.path.abspath(path))
@@ -203,14 +202,6 @@ def _submit_one(
             best = min(existing, key=lambda st: _SKIP_PREFERENCE.index(st.state))
             return Outcome(candidate.text, status=best, skipped=True)
         return Outcome(candidate.text, status=spool.submit(info, candidate.path, request, copy=copy))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _hms(seconds: float) -> str:

@@ -19,7 +19,7 @@ import pytest
 from klipnote.models import OFFLINE_MODELS, package_file
 
 from .conftest import REPO
-from .hubkit import Hub, Repo, serve
+from .hubkit import Hub, Repo, git_blob_id, serve
 
 BELLE2_PYTHON = REPO / ".venv-belle2" / "bin" / "python"
 WEIGHTS = os.urandom(256 * 1024)
@@ -231,6 +231,21 @@ def test_a_manifest_of_wrong_types_is_one_warning_and_the_others_are_still_check
         assert said in warning[0]
         assert "acme/tiny-config" in proc.stdout
     assert "ok    acme/tiny-config: 3 files match" in proc.stdout
+
+
+def test_one_hash_function_for_inputs_and_models(tmp_path: Path) -> None:
+    """fsio hashes in chunks; a file longer than one chunk must hash as a whole, also while copied."""
+    from klipnote import defaults, fsio, modelstore
+
+    parts = [tmp_path / "a", tmp_path / "b"]
+    parts[0].write_bytes(os.urandom(defaults.HASH_CHUNK + 17))
+    parts[1].write_bytes(b"tail")
+    whole = parts[0].read_bytes() + b"tail"
+    with open(tmp_path / "joined", "wb") as out:
+        assert fsio.copy_sha256(parts, out) == sha256(whole)
+    assert (tmp_path / "joined").read_bytes() == whole
+    assert fsio.sha256_file(tmp_path / "joined") == sha256(whole)
+    assert modelstore.digests(tmp_path / "joined", git_blob=True) == (sha256(whole), git_blob_id(whole))
 
 
 # ---------------------------------------------------------------------- list

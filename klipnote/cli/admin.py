@@ -9,6 +9,7 @@ import typer
 
 from klipnote import render
 from klipnote.cli.app import JsonFlag, app, session_of
+from klipnote.config import Device
 from klipnote.errors import UsageError
 from klipnote.job import Model
 
@@ -32,8 +33,8 @@ def doctor(
     model: Annotated[Optional[Model], typer.Option(
         help="Worker kind to check this environment for: whisperx or belle2. Default: the kind whose torch "
         "this environment has.")] = None,
-    device: Annotated[Optional[str], typer.Option(
-        help="auto, cuda or cpu. Default: WHISPER_DEVICE, else auto.")] = None,
+    device: Annotated[Optional[Device], typer.Option(
+        help="Default: WHISPER_DEVICE, else auto.")] = None,
     json: JsonFlag = False,
 ) -> None:
     """Check this machine for a worker, one line per check; exit 1 if any fails.
@@ -45,9 +46,8 @@ def doctor(
 
     if model is Model.AUTO:
         raise UsageError("doctor checks for one worker kind: --model whisperx or --model belle2")
-    if device is not None and device not in checks.DEVICES:
-        raise UsageError(f"invalid --device {device!r}: allowed: {', '.join(checks.DEVICES)}")
-    report = checks.run(session_of(ctx).flags, kind=model.value if model else None, device=device)
+    report = checks.run(session_of(ctx).flags, kind=model.value if model else None,
+                        device=device.value if device else None)
     if json:
         render.print_json(report.to_json())
     else:

@@ -9,6 +9,7 @@ import typer
 
 from klipnote import defaults
 from klipnote.cli.app import app, session_of
+from klipnote.config import Device
 from klipnote.errors import UsageError
 from klipnote.job import Model
 
@@ -18,8 +19,8 @@ def worker(
     ctx: typer.Context,
     model: Annotated[Model, typer.Option(
         help="Which engine this worker runs: whisperx (serves lanes whisperx and auto) or belle2.")],
-    device: Annotated[Optional[str], typer.Option(
-        help="auto, cuda or cpu. Default: WHISPER_DEVICE, else auto (cuda when torch sees a GPU).")] = None,
+    device: Annotated[Optional[Device], typer.Option(
+        help="Default: WHISPER_DEVICE, else auto (cuda when torch sees a GPU).")] = None,
     gpu: Annotated[Optional[int], typer.Option(min=0, help="Use only this GPU (sets CUDA_VISIBLE_DEVICES).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
         min=1, help="Audio windows decoded together; halved automatically on out-of-memory.")] = None,
