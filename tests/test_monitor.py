@@ -1,7 +1,8 @@
 """Monitoring against real worker processes on a real spool: ``workers``, ``top`` and ``metrics`` via the CLI.
 
 Workers are the real daemon around the fast fake engine (tests/fake_engine_worker.py), and in one slow
-test the real whisperx worker. Leases are short (environment), so dead workers are seen in seconds.
+test the real whisperx worker. Leases are short (environment), so dead workers are seen in seconds; not
+shorter, so that a busy worker on a loaded machine is never taken for dead (the reaper would requeue its job).
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from klipnote.metrics import Metric, MetricType, Sample, exposition
 from .e2ekit import WHISPERX_WORKER, worker_env
 from .test_worker import start_worker
 
-LEASE = 3.0
+LEASE = 10.0
 #: Short leases for every process of a test; a wide terminal so that tables keep ids on one line.
 ENV = {"KLIPNOTE_LEASE_TTL": str(LEASE), "KLIPNOTE_HEARTBEAT_INTERVAL": "0.2", "COLUMNS": "200"}
+#: The frozen-worker test waits for a lease to pass: a short one.
+FROZEN_LEASE = 3.0
 
 
 @pytest.fixture
@@ -145,14 +148,21 @@ def test_a_worker_killed_mid_job_is_offline_and_its_job_queued_again(cli, fake_w
 
 
 @pytest.mark.slow
-def test_a_frozen_worker_is_offline_once_its_heartbeat_is_older_than_the_lease(cli, fake_worker):
-    proc = fake_worker("--id", "fw")
+def test_a_frozen_worker_is_offline_once_its_heartbeat_is_older_than_the_lease(klipnote, fake_worker):
+    short = {"KLIPNOTE_LEASE_TTL": str(FROZEN_LEASE)}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        proc = klipnote(*args, env={**ENV, **short})
+        assert proc.returncode == 0, proc.stderr
+        return proc
+
+    proc = fake_worker("--id", "fw", **short)
     poll(lambda: worker(cli, "fw"), in_state("idle"))
     proc.send_signal(signal.SIGSTOP)
     try:
         frozen = poll(lambda: worker(cli, "fw"), in_state("offline"))
-        assert re.fullmatch(rf"no heartbeat for \d+ s \(lease {LEASE:.0f} s\)", frozen["offline_reason"])
-        assert frozen["heartbeat_age"] > LEASE
+        assert re.fullmatch(rf"no heartbeat for \d+ s \(lease {FROZEN_LEASE:.0f} s\)", frozen["offline_reason"])
+        assert frozen["heartbeat_age"] > FROZEN_LEASE
     finally:
         proc.send_signal(signal.SIGCONT)
     assert poll(lambda: worker(cli, "fw"), in_state("idle"))["live"]
@@ -385,8 +395,9 @@ def test_a_real_whisperx_worker_is_seen_and_counted(spool_dir, corpus, model_cac
         return proc
 
     job_id = submit(cli, corpus / "whole-earth.wav", "--model", "whisperx")
-    proc = subprocess.Popen([sys.executable, "-m", "klipnote", "--spool", str(spool_dir), *WHISPERX_WORKER,
-                             "--name", "wx"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with open(tmp_path / "worker.out", "wb") as out, open(tmp_path / "worker.err", "wb") as err:  # never a full pipe
+        proc = subprocess.Popen([sys.executable, "-m", "klipnote", "--spool", str(spool_dir), *WHISPERX_WORKER,
+                                 "--name", "wx"], env=env, stdout=out, stderr=err)
     try:
         busy = poll(lambda: worker(cli, "wx"), lambda w: in_state("busy")(w) and (w["current_job"] or {}).get("stage"),
                     timeout=300)
@@ -408,4 +419,4 @@ def test_a_real_whisperx_worker_is_seen_and_counted(spool_dir, corpus, model_cac
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate(timeout=60)
+        proc.wait(timeout=60)
