@@ -352,6 +352,13 @@ def test_metrics_textfile_errors_are_one_line(cli, spool_dir, media, tmp_path):
     parse_exposition((tmp_path / "klipnote.txt").read_text())
 
 
+@pytest.mark.parametrize("where", ["", ".", "a folder"])
+def test_metrics_textfile_that_is_a_folder_is_a_usage_error(cli, tmp_path, where):
+    proc = cli("metrics", "--textfile", str(tmp_path) if where == "a folder" else where, code=2)
+    assert proc.stderr.startswith("klipnote: --textfile") and "is a folder: give a file path" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1
+
+
 # ---------------------------------------------------------------------- top, live
 
 

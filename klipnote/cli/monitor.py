@@ -115,6 +115,9 @@ def metrics(
     from klipnote import metrics as exposition
     from klipnote.monitor import snapshot
 
+    if textfile is not None and (not textfile.name or textfile.is_dir()):
+        raise UsageError(f"--textfile {str(textfile)!r} is a folder: give a file path, such as "
+                         "/var/lib/node_exporter/textfile/klipnote.prom")
     spool = session_of(ctx).spool()
     spool.reap()
     text = exposition.exposition(exposition.collect(snapshot(spool, failures=0)))
