@@ -107,3 +107,7 @@ NOT_SAFETENSORS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.h5", "*.msgpack", "*.o
 TOP_REFRESH_INTERVAL = 2.0
 #: Failed jobs shown by ``klipnote top``, newest first.
 RECENT_FAILURES = 5
+#: ``top``, ``metrics`` and ``workers`` show a stopped, failed or offline worker for this long after its
+#: last heartbeat (seconds), so that restarts under new ids keep the dashboard and the metrics' series
+#: bounded; ``workers --all`` lists every record until ``gc`` removes it.
+RECENT_DEAD_WORKERS = 3600.0

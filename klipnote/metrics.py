@@ -6,7 +6,10 @@ rename), as the collector requires, so it never reads half a file.
 
 Where the numbers come from:
 
-- queue lengths, jobs by state and worker liveness: a :class:`~klipnote.monitor.Snapshot` of the spool;
+- queue lengths, jobs by state and worker liveness: a :class:`~klipnote.monitor.Snapshot` of the spool.
+  Per-worker series cover live workers and those dead within ``defaults.RECENT_DEAD_WORKERS``, so
+  restarts under new ids do not grow the series without bound; ``klipnote_workers`` counts them by
+  state (``failed``: an error such as a model that would not load ended them);
 - processed audio and processing time: counters each worker keeps in its registry record and
   raises when a job is done (the decoded audio's length; the job's time from decoding to written
   outputs, as its status's ``timings.total``). They are per worker process, so they are true
@@ -14,7 +17,7 @@ Where the numbers come from:
   ``increase()`` understand. Counting them from done jobs' statuses instead would make them
   shrink whenever ``gc`` removes jobs, and would read every job's manifest on each scrape.
 - the real-time factor: processing seconds over audio seconds, per model, summed over the
-  workers the registry still holds (live, stopped or offline until pruned). Below 1 is faster than
+  workers shown (live, and dead within ``defaults.RECENT_DEAD_WORKERS``). Below 1 is faster than
   real time. For a recent window use ``rate(klipnote_worker_processing_seconds_total[1h]) /
   rate(klipnote_worker_audio_seconds_total[1h])``.
 """
@@ -30,6 +33,7 @@ from pathlib import Path
 from klipnote.errors import KlipnoteError
 from klipnote.fsio import atomic_write_text
 from klipnote.monitor import Snapshot
+from klipnote.registry import WorkerState
 
 PREFIX = "klipnote"
 #: node_exporter runs as its own user: the textfile must be readable by it.
@@ -64,6 +68,12 @@ def collect(snap: Snapshot) -> list[Metric]:
                           [Sample({"lane": lane}, count) for lane, count in snap.lane_workers.items()])
     jobs = Metric(f"{PREFIX}_jobs", MetricType.GAUGE, "Jobs in the spool by state (gc removes finished ones).",
                   [Sample({"state": state}, count) for state, count in snap.jobs.items()])
+    by_state = {state.value: 0 for state in WorkerState}
+    for view in snap.workers:
+        by_state[view.state.value] += 1
+    workers = Metric(f"{PREFIX}_workers", MetricType.GAUGE,
+                     "Workers by state: live ones and those dead recently (stopped, failed, offline).",
+                     [Sample({"state": state}, count) for state, count in by_state.items()])
     up = Metric(f"{PREFIX}_worker_up", MetricType.GAUGE,
                 "1 while a registered worker is live (fresh heartbeat, process present), else 0.")
     busy = Metric(f"{PREFIX}_worker_busy", MetricType.GAUGE, "1 while a live worker runs a job, else 0.")
@@ -88,7 +98,7 @@ def collect(snap: Snapshot) -> list[Metric]:
                  "Processing seconds per audio second of the jobs done, per model, over the registered workers.",
                  [Sample({"model": model}, spent / heard) for model, (spent, heard) in sorted(totals.items())
                   if heard > 0])
-    return [queue, lane_workers, jobs, up, busy, done, audio, processing, rtf]
+    return [queue, lane_workers, jobs, workers, up, busy, done, audio, processing, rtf]
 
 
 def escape_label(value: str) -> str:

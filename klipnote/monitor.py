@@ -4,12 +4,15 @@ Everything comes from the spool's plain files, so any host that mounts the spool
 
 - workers from their registry records (``workers/*.json``), each judged live or not by
   :meth:`~klipnote.registry.WorkerRecord.seen`: its heartbeat against the lease and, on this host,
-  whether its process still exists;
-- running jobs from the tickets in ``claimed/`` (one status read each), so ``workers`` stays cheap
-  however many jobs the spool keeps;
-- queue lengths from the tickets in ``queue/<lane>/``;
-- jobs by state and the latest failures from every job's status (one read per job: the price
-  ``list`` pays too; ``gc`` keeps it bounded).
+  whether its process still exists. ``top`` and ``metrics`` show the live ones and those dead for
+  less than ``defaults.RECENT_DEAD_WORKERS`` seconds, so restarts under new ids do not pile up
+  there; ``workers --all`` lists every record until ``gc`` removes it;
+- queued and running counts from tickets: ``queue/<lane>/`` and ``claimed/`` (running jobs read
+  one status each), so they cost a listing, not a read per job;
+- finished jobs by state and the latest failures from every job's status: O(jobs). A
+  :class:`StatusCache` kept between ``top``'s frames re-reads only the statuses whose file changed
+  (one ``stat`` a job a frame); ``metrics`` runs once, so it reads each status once (``gc`` keeps
+  the count bounded).
 
 A running job's ETA is an estimate from its transcription percent and the time since its claim:
 transcription dominates a job, so its percent stands for the whole. Other stages report no
@@ -25,9 +28,9 @@ from typing import Any
 
 from klipnote import defaults
 from klipnote.errors import KlipnoteError
-from klipnote.job import JobState, Lane, Stage, Status, now
-from klipnote.registry import Registry, WorkerRecord, WorkerState, unserved_lanes
-from klipnote.spool import Spool, Ticket
+from klipnote.job import JobState, Stage, Status, now
+from klipnote.registry import Registry, WorkerRecord, WorkerState, lane_workers, unserved_lanes
+from klipnote.spool import STATUS, Spool, Ticket
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class WorkerView:
         r = self.record
         return {"id": r.id, "model": r.model, "lanes": r.lanes, "host": r.host, "pid": r.pid, "device": r.device,
                 "state": self.state.value, "live": self.live, "offline_reason": self.offline_reason,
+                "exit_reason": r.exit_reason,
                 "current_job": self.job.to_json() if self.job else None, "jobs_done": r.jobs_done,
                 "jobs_failed": r.jobs_failed, "audio_seconds": round(r.audio_seconds, 3),
                 "processing_seconds": round(r.processing_seconds, 3), "started_at": r.started_at,
@@ -85,33 +89,66 @@ class WorkerView:
 class Snapshot:
     root: Path
     taken_at: float
-    workers: list[WorkerView]
+    workers: list[WorkerView]  # live ones, then the dead ones shown (all, or only the recently dead)
+    hidden: int  # dead workers left out: their last heartbeat is older than the window
     queues: dict[str, int]  # tickets waiting, by lane
     lane_workers: dict[str, int]  # live workers serving each lane
-    jobs: dict[str, int]  # jobs by state
+    jobs: dict[str, int]  # jobs by state: queued and running from tickets, the others from statuses
     running: list[RunningJob]
     failures: list[Status]  # the latest failed jobs, newest first
     unserved: dict[str, str]  # a warning by lane: jobs wait there and no live worker serves it
 
 
-def running_jobs(spool: Spool, at: float) -> list[RunningJob]:
-    """The jobs that hold a claim and say they run, oldest claim first."""
+class StatusCache:
+    """Job statuses parsed once and kept while their file is unchanged, for a caller that looks again and again.
+
+    A status file is replaced (never edited in place) on every change, so a new (mtime, inode, size)
+    means new content; re-reading only those makes a ``top`` frame cost a ``stat`` per job.
+    """
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self._seen: dict[str, tuple[tuple[int, int, int], Status]] = {}
+
+    def get(self, job_id: str) -> Status | None:
+        """The job's status; None when it is gone or unreadable (finished, removed, damaged)."""
+        try:
+            st = os.stat(self.spool.job_dir(job_id) / STATUS)
+        except OSError:
+            self._seen.pop(job_id, None)
+            return None
+        key = (st.st_mtime_ns, st.st_ino, st.st_size)
+        cached = self._seen.get(job_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        try:
+            status = self.spool.load_status(job_id)
+        except KlipnoteError:
+            return None
+        self._seen[job_id] = (key, status)
+        return status
+
+    def all(self) -> list[Status]:
+        """Every job's status (O(jobs): a stat each, a read for each that changed); forgets removed jobs."""
+        ids = self.spool.job_ids()
+        for gone in self._seen.keys() - set(ids):
+            del self._seen[gone]
+        return [status for status in map(self.get, ids) if status is not None]
+
+
+def running_jobs(spool: Spool, cache: StatusCache, at: float) -> tuple[int, list[RunningJob]]:
+    """The claimed tickets' count, and the jobs that hold a claim and say they run, oldest claim first."""
     try:
         names = os.listdir(spool.claimed)
     except FileNotFoundError:
-        return []
+        return 0, []
+    tickets = [ticket for ticket in map(Ticket.parse_claimed, names) if ticket is not None]
     found = []
-    for name in names:
-        ticket = Ticket.parse_claimed(name)
-        if ticket is None:
-            continue
-        try:
-            status = spool.load_status(ticket.job_id)
-        except KlipnoteError:
-            continue  # finished, gone or unreadable since the listing: not running
-        if status.state is JobState.RUNNING and status.attempt == ticket.attempt:
+    for ticket in tickets:
+        status = cache.get(ticket.job_id)
+        if status is not None and status.state is JobState.RUNNING and status.attempt == ticket.attempt:
             found.append(RunningJob.of(status, at))
-    return sorted(found, key=lambda job: job.status.started_at or 0.0)
+    return len(tickets), sorted(found, key=lambda job: job.status.started_at or 0.0)
 
 
 def worker_views(spool: Spool, running: list[RunningJob], at: float) -> list[WorkerView]:
@@ -126,32 +163,38 @@ def worker_views(spool: Spool, running: list[RunningJob], at: float) -> list[Wor
     return sorted(views, key=lambda v: (not v.live, v.record.id))
 
 
-def live_lanes(workers: list[WorkerView]) -> set[str]:
-    return {lane for view in workers if view.live for lane in view.record.lanes}
-
-
-def scan_jobs(spool: Spool, failures: int) -> tuple[dict[str, int], list[Status]]:
-    """Jobs by state, and the ``failures`` that failed last (newest first)."""
-    counts = {state.value: 0 for state in JobState}
+def finished_jobs(statuses: list[Status], failures: int) -> tuple[dict[str, int], list[Status]]:
+    """Finished jobs by state, and the ``failures`` that failed last (newest first)."""
+    counts = {state.value: 0 for state in JobState if state.terminal}
     failed: list[Status] = []
-    for job_id in spool.job_ids():
-        try:
-            status = spool.load_status(job_id)
-        except KlipnoteError:
-            continue
-        counts[status.state.value] += 1
+    for status in statuses:
+        if status.state.terminal:
+            counts[status.state.value] += 1
         if status.state is JobState.FAILED:
             failed.append(status)
     failed.sort(key=lambda s: s.finished_at or s.updated_at, reverse=True)
     return counts, failed[:failures]
 
 
-def snapshot(spool: Spool, *, failures: int = defaults.RECENT_FAILURES) -> Snapshot:
+def snapshot(spool: Spool, cache: StatusCache | None = None, *, jobs: bool = True,
+             failures: int = defaults.RECENT_FAILURES,
+             dead_window: float | None = defaults.RECENT_DEAD_WORKERS) -> Snapshot:
+    """The spool now. ``jobs=False`` skips the O(jobs) part (finished jobs, failures): ``workers`` needs none.
+
+    ``dead_window``: show dead workers whose last heartbeat is at most this old (None: every one).
+    ``cache``: the statuses of the previous call, to re-read only the changed ones.
+    """
+    cache = cache or StatusCache(spool)
     at = now()
-    running = running_jobs(spool, at)
-    workers = worker_views(spool, running, at)
     queues = spool.queue_lengths()
-    jobs, failed = scan_jobs(spool, failures)
-    lane_workers = {lane.value: sum(1 for v in workers if v.live and lane.value in v.record.lanes) for lane in Lane}
-    return Snapshot(spool.root, at, workers, queues, lane_workers, jobs, running, failed,
-                    unserved_lanes(queues, live_lanes(workers)))
+    claimed, running = running_jobs(spool, cache, at)
+    views = worker_views(spool, running, at)
+    shown = [v for v in views if v.live or dead_window is None or v.heartbeat_age <= dead_window]
+    counts = lane_workers(v.record for v in views if v.live)
+    by_state: dict[str, int] = {}
+    failed: list[Status] = []
+    if jobs:
+        finished, failed = finished_jobs(cache.all(), failures)
+        by_state = {JobState.QUEUED.value: sum(queues.values()), JobState.RUNNING.value: claimed, **finished}
+    return Snapshot(spool.root, at, shown, len(views) - len(shown), queues, counts, by_state, running, failed,
+                    unserved_lanes(queues, counts))

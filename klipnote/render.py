@@ -140,6 +140,7 @@ WORKER_STATE_STYLE = {
     WorkerState.BUSY: "yellow",
     WorkerState.STOPPING: "magenta",
     WorkerState.STOPPED: "dim",
+    WorkerState.FAILED: "red",
     WorkerState.OFFLINE: "red",
 }
 
@@ -159,7 +160,7 @@ def stage_text(status: Status) -> str:
 
 
 def workers_table(views: Sequence[WorkerView], title: str | None = None) -> Any:
-    """One row per registered worker; a dead one says why in place of its job."""
+    """One row per worker; a dead one says why (offline: how it was seen dead; failed: its error), not its job."""
     from rich.markup import escape
     from rich.table import Table
     from rich.text import Text
@@ -171,7 +172,7 @@ def workers_table(views: Sequence[WorkerView], title: str | None = None) -> Any:
     for view in views:
         record, job = view.record, view.job
         state = f"[{WORKER_STATE_STYLE[view.state]}]{view.state.value}[/]"
-        doing = view.offline_reason or (stage_text(job.status) if job else "-")
+        doing = view.offline_reason or record.exit_reason or (stage_text(job.status) if job else "-")
         table.add_row(escape(record.id), escape(record.model), state, job.status.id if job else "-", escape(doing),
                       f"{record.jobs_done}/{record.jobs_failed}", duration(view.uptime),
                       f"{duration(view.heartbeat_age)} ago", escape(f"{record.host}:{record.pid}"),
@@ -220,7 +221,8 @@ def top_frame(snap: Snapshot) -> Any:
     at = snap.taken_at
     parts: list[Any] = [
         Text.assemble(("klipnote top", "bold"), f"  {snap.root}  {time.strftime('%H:%M:%S', time.localtime(at))}"),
-        Text(f"waiting: {queues}   jobs: {jobs}   workers: {live} live of {len(snap.workers)}"),
+        Text(f"waiting: {queues}   jobs: {jobs}   workers: {live} live of {len(snap.workers)}"
+             + (f" ({snap.hidden} long dead not shown)" if snap.hidden else "")),
     ]
     parts.extend(Text(f"warning: {line}", style="yellow") for line in snap.unserved.values())
     parts.append(Text(""))

@@ -110,22 +110,33 @@ class Worker:
             self.options.grace = 0.0
 
     def run(self) -> int:
-        """Serve jobs until told to stop, drained, idle for too long, or done with max-jobs. Returns 0."""
+        """Serve jobs until told to stop, drained, idle for too long, or done with max-jobs. Returns 0.
+
+        Refuses (UsageError) an id that a live worker holds, before writing anything over its record.
+        An error that ends the worker (a model that will not load) is recorded: state ``failed``, and
+        the error as ``exit_reason``, so that it is not mistaken for a clean exit.
+        """
+        self.registry.check_name_free(self.record.id)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self.request_stop)
         self._set_state(WorkerState.STARTING)
         beat = threading.Thread(target=self._heartbeat, name="registry-heartbeat", daemon=True)
         beat.start()
+        final = WorkerState.STOPPED
         try:
             self.engine.load()
             self.record.details.update(self.engine.describe())
             self._set_state(WorkerState.IDLE)
             self._announce()
             self._serve()
+        except Exception as exc:
+            final = WorkerState.FAILED
+            self.record.exit_reason = summary(exc)
+            raise
         finally:
             self._beat_stop.set()
             beat.join()
-            self._set_state(WorkerState.STOPPED)
+            self._set_state(final)
         if self._stuck_job is not None:
             # The handed-back job's thread is still inside the engine (a GPU kernel, a C loop) and
             # interpreter shutdown would abort under it; its job is already back in the queue.

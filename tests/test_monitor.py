@@ -22,9 +22,15 @@ from pathlib import Path
 
 import pytest
 
+from klipnote import defaults
+from klipnote.fsio import atomic_write_json
+from klipnote.job import JobState, now
 from klipnote.metrics import Metric, MetricType, Sample, exposition
+from klipnote.monitor import StatusCache
+from klipnote.spool import HOSTNAME
 
 from .e2ekit import WHISPERX_WORKER, worker_env
+from .spoolkit import add_jobs
 from .test_worker import start_worker
 
 LEASE = 10.0
@@ -129,7 +135,8 @@ def test_a_worker_is_seen_idle_then_busy_with_its_progress_then_stopped(cli, fak
     listing = cli("workers")
     assert "0 live of 1 worker(s)" in flat(listing.stdout) and " stopped " in listing.stdout
     # the job it handed back now waits in a lane that nobody serves
-    assert "1 queued job(s): no live worker serves lane whisperx" in listing.stderr
+    assert "no live worker serves lane whisperx: start one with `klipnote worker --model whisperx` (1 queued job(s))" \
+        in listing.stderr
 
 
 def test_a_worker_killed_mid_job_is_offline_and_its_job_queued_again(cli, fake_worker, media):
@@ -168,19 +175,50 @@ def test_a_frozen_worker_is_offline_once_its_heartbeat_is_older_than_the_lease(k
     assert poll(lambda: worker(cli, "fw"), in_state("idle"))["live"]
 
 
-def test_prune_forgets_dead_workers_past_the_retention_and_keeps_live_ones(cli, fake_worker, spool_dir):
-    live = fake_worker("--id", "alive")
-    done = fake_worker("--id", "exited", "--idle-exit", "0")
-    assert done.wait(timeout=60) == 0
+def write_record(spool_dir: Path, name: str, **fields) -> Path:
+    """A worker record as a worker writes it (``fields`` replace its values), or as someone damaged it."""
+    record = {"id": name, "model": "fake", "lanes": ["belle2"], "host": HOSTNAME, "pid": os.getpid(),
+              "device": "cpu", "started_at": now(), "heartbeat_at": now(), "state": "idle", **fields}
+    path = spool_dir / "workers" / f"{name}.json"
+    atomic_write_json(path, record, 0o644)
+    return path
+
+
+def test_top_metrics_and_workers_show_live_and_recently_dead_workers_only(cli, fake_worker, spool_dir):
+    fake_worker("--id", "alive")
+    assert fake_worker("--id", "exited", "--idle-exit", "0").wait(timeout=60) == 0
+    long_ago = now() - defaults.RECENT_DEAD_WORKERS - 60
+    write_record(spool_dir, "fake-oldhost-4242", state="stopped", started_at=long_ago - 5, heartbeat_at=long_ago)
     poll(lambda: worker(cli, "alive"), in_state("idle"))
-    kept = json.loads(cli("workers", "--prune", "--json").stdout)  # the default retention keeps a fresh death
-    assert kept["pruned"] == [] and {w["id"] for w in kept["workers"]} == {"alive", "exited"}
-    assert json.loads(cli("workers", "--prune", "--older-than", "0", "--json").stdout)["pruned"] == ["exited"]
-    assert [w["id"] for w in workers(cli)["workers"]] == ["alive"]
-    assert sorted(p.name for p in (spool_dir / "workers").iterdir()) == ["alive.json"]
-    assert live.poll() is None
-    assert "only applies with --prune" in cli("workers", "--older-than", "1d", code=2).stderr
-    assert "--older-than 'soon'" in cli("workers", "--prune", "--older-than", "soon", code=2).stderr
+
+    shown = workers(cli)
+    assert [w["id"] for w in shown["workers"]] == ["alive", "exited"] and shown["hidden"] == 1
+    assert "1 worker(s) dead for over 1 h 0 min not shown: `klipnote workers --all` lists them" in cli("workers").stderr
+    every = json.loads(cli("workers", "--all", "--json").stdout)
+    assert [w["id"] for w in every["workers"]] == ["alive", "exited", "fake-oldhost-4242"] and every["hidden"] == 0
+    assert "workers: 1 live of 2 (1 long dead not shown)" in flat(cli("top", "--once").stdout)
+    families = parse_exposition(cli("metrics").stdout)
+    assert {dict(labels)["worker"] for labels in values(families, "klipnote_worker_up")} == {"alive", "exited"}
+    assert values(families, "klipnote_workers")[(("state", "stopped"),)] == 1
+    assert values(families, "klipnote_workers")[(("state", "idle"),)] == 1
+    assert "No such option: --prune" in cli("workers", "--prune", code=2).stderr  # gc is the one retention
+
+
+def test_a_name_a_live_worker_holds_is_refused_and_its_record_kept(cli, fake_worker, spool_dir):
+    first = fake_worker("--id", "wx")
+    poll(lambda: worker(cli, "wx"), in_state("idle"))
+    refused = cli("worker", "--model", "whisperx", "--name", "wx", code=2)
+    assert refused.stderr == (f"klipnote: the worker name wx is held by a live worker (pid {first.pid} on {HOSTNAME}):"
+                              " give another --name, or stop that worker first\n")
+    second = fake_worker("--id", "wx")  # the library refuses it too, before writing anything
+    assert second.wait(timeout=60) != 0
+    assert f"held by a live worker (pid {first.pid}" in second.stderr.read()
+    assert worker(cli, "wx")["pid"] == first.pid and first.poll() is None
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(timeout=30) == 0
+    again = fake_worker("--id", "wx", "--idle-exit", "0")  # a dead holder's name is free: a restart reuses it
+    assert again.wait(timeout=60) == 0
+    assert (worker(cli, "wx")["pid"], worker(cli, "wx")["state"]) == (again.pid, "stopped")
 
 
 def test_gc_forgets_dead_workers_with_the_jobs_retention(cli, fake_worker, spool_dir):
@@ -193,12 +231,49 @@ def test_gc_forgets_dead_workers_with_the_jobs_retention(cli, fake_worker, spool
     assert sorted(p.name for p in (spool_dir / "workers").iterdir()) == ["alive.json"]
 
 
+# ---------------------------------------------------------------------- damaged worker records
+
+BAD_RECORDS = {
+    "clock": {"heartbeat_at": "now", "host": "elsewhere"},
+    "nodetails": {"details": None},
+    "pidzero": {"pid": 0},
+    "pidminus": {"pid": -1},
+}
+
+
+def test_worker_records_of_the_wrong_shape_are_skipped_with_one_warning_each(cli, fake_worker, spool_dir, media):
+    paths = [write_record(spool_dir, name, **fields) for name, fields in BAD_RECORDS.items()]
+    job_id = submit(cli, media["wav"], "--model", "belle2")  # every bad record claims lane belle2
+    runs = {"workers": cli("workers"), "workers --json": cli("workers", "--json"), "top": cli("top", "--once"),
+            "metrics": cli("metrics"), "list": cli("list"), "list --json": cli("list", "--json"),
+            "status": cli("status", job_id), "gc": cli("gc", "--dry-run")}
+    for command, proc in runs.items():
+        assert "Traceback" not in proc.stderr, command
+        for path in paths:
+            assert sum(str(path) in line for line in proc.stderr.splitlines()) == 1, (command, proc.stderr)
+    assert "warning: skipping the worker record" in runs["workers"].stderr
+    assert "field 'heartbeat_at' is str 'now', expected float" in runs["workers"].stderr
+    assert "pid 0 is not a process id" in runs["workers"].stderr
+    assert json.loads(runs["workers --json"].stdout)["workers"] == []
+    assert "no live worker serves lane belle2" in runs["list"].stderr  # a pid <= 0 is not a live worker
+    assert "klipnote_worker_up" not in "".join(line for line in runs["metrics"].stdout.splitlines()
+                                                if not line.startswith("#"))
+
+
+def test_a_damaged_worker_record_does_not_fail_the_routing_of_auto_jobs(cli, fake_worker, spool_dir, media):
+    write_record(spool_dir, "clock", heartbeat_at="now", host="elsewhere")
+    job_id = submit(cli, media["wav"], "--model", "auto")
+    assert fake_worker("--id", "fw", "--drain").wait(timeout=60) == 0
+    status = json.loads(cli("status", "--json", job_id).stdout)
+    assert (status["state"], status["routing"]["decided"]) == ("done", "whisperx"), status
+
+
 # ---------------------------------------------------------------------- lanes nobody serves
 
 
 def test_a_lane_with_queued_jobs_and_no_live_worker_is_warned_about(cli, fake_worker, media):
     submit(cli, media["wav"], "--model", "belle2")
-    warning = "1 queued job(s): no live worker serves lane belle2: start one with `klipnote worker --model belle2`"
+    warning = "no live worker serves lane belle2: start one with `klipnote worker --model belle2` (1 queued job(s))"
     alone = cli("workers")
     assert "no workers have registered" in alone.stdout and f"klipnote: warning: {warning}" in alone.stderr
 
@@ -357,6 +432,20 @@ def test_metrics_textfile_that_is_a_folder_is_a_usage_error(cli, tmp_path, where
     proc = cli("metrics", "--textfile", str(tmp_path) if where == "a folder" else where, code=2)
     assert proc.stderr.startswith("klipnote: --textfile") and "is a folder: give a file path" in proc.stderr
     assert len(proc.stderr.splitlines()) == 1
+
+
+def test_the_status_cache_rereads_only_the_statuses_that_changed(spool, media):
+    first, second = add_jobs(spool, media["wav"], 2)
+    cache = StatusCache(spool)
+    before = {s.id: s for s in cache.all()}
+    status = spool.load_status(second)
+    status.message = "changed"
+    spool.write_status(status)
+    after = {s.id: s for s in cache.all()}
+    assert after[first] is before[first], "an unchanged file is not read again"
+    assert after[second].message == "changed"
+    spool.cancel(first)
+    assert cache.get(first).state is JobState.CANCELED
 
 
 # ---------------------------------------------------------------------- top, live

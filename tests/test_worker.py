@@ -17,7 +17,9 @@ from klipnote.job import JobRequest, JobState, Lane, Model, OutputFormat
 from klipnote.registry import Registry, WorkerState
 from klipnote.spool import Spool
 from klipnote.submit import Limits, expand, submit_paths
+from klipnote.worker import Worker, WorkerOptions
 
+from .fake_engine_worker import FakeEngine
 from .spoolkit import damage
 
 FAKE = Path(__file__).with_name("fake_engine_worker.py")
@@ -89,6 +91,33 @@ def test_drain_runs_every_job_then_exits_and_says_so(spool, spool_dir, media):
         assert "claimed" in log and "done in" in log
     finished = record(spool)
     assert (finished.state, finished.jobs_done, finished.jobs_failed) == (WorkerState.STOPPED, 3, 0)
+
+
+class UnloadableEngine(FakeEngine):
+    """A model that will not load (no GPU memory, a missing checkpoint): the one part faked here."""
+
+    def load(self) -> None:
+        raise RuntimeError("CUDA out of memory while loading the model")
+
+
+def test_a_worker_whose_model_will_not_load_is_recorded_failed_not_stopped(spool, klipnote):
+    engine = UnloadableEngine(4, (Lane.WHISPERX,))
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with pytest.raises(RuntimeError, match="loading the model"):
+            Worker(spool, engine, WorkerOptions(lanes=engine.lanes), "broken").run()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    failed = record(spool, "broken")
+    assert (failed.state, failed.exit_reason) == (WorkerState.FAILED,
+                                                   "RuntimeError: CUDA out of memory while loading the model")
+    assert not failed.alive(spool.lease_ttl)
+    (seen,) = json.loads(klipnote("workers", "--json").stdout)["workers"]
+    assert (seen["state"], seen["live"], seen["exit_reason"]) == ("failed", False, failed.exit_reason)
+    assert "broken fake failed - RuntimeError: CUDA out of memory" in " ".join(
+        klipnote("workers", env={"COLUMNS": "200"}).stdout.split())
+    assert 'klipnote_workers{state="failed"} 1\n' in klipnote("metrics").stdout
 
 
 def test_the_decoded_audio_reaches_the_engine_at_16_khz(spool, spool_dir, corpus):

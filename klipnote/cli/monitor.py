@@ -1,6 +1,6 @@
 """Commands that watch the spool: workers, top, metrics.
 
-Each takes a :func:`klipnote.monitor.snapshot` (or part of one) after reaping dead claims, as
+Each takes a :func:`klipnote.monitor.snapshot` (``workers`` without its O(jobs) part) after reaping dead claims, as
 ``list`` and ``status`` do, so that a dead worker's job shows as queued again, not as running.
 """
 
@@ -14,56 +14,44 @@ import typer
 
 from klipnote import defaults, render
 from klipnote.cli.app import JsonFlag, app, session_of
-from klipnote.config import parse_duration
 from klipnote.errors import UsageError
-from klipnote.job import now
 
 
 @app.command()
 def workers(
     ctx: typer.Context,
-    prune: Annotated[bool, typer.Option(
-        "--prune", help="First forget workers that stopped or went offline longer ago than --older-than.")] = False,
-    older_than: Annotated[Optional[str], typer.Option(
-        metavar="AGE", help=f"With --prune: how long a dead worker stays listed (default {defaults.GC_OLDER_THAN}; "
-        "30d, 12h, 90m).")] = None,
+    show_all: Annotated[bool, typer.Option(
+        "--all", help="Also list workers dead for longer than the recent window (every record until `klipnote gc` "
+        "removes it).")] = False,
     json_out: JsonFlag = False,
 ) -> None:
-    """List every registered worker, live or dead, with its state and current job.
+    """List live workers and recently dead ones (see --all), with their state and current job.
 
-    Live states: starting, idle, busy, stopping. Dead: stopped (it exited) or offline (its heartbeat is older
-    than the lease, or its process is gone).
-    Also shown: job progress, jobs done and failed, uptime, heartbeat age, host, pid, device.
-    Lanes whose queued jobs no live worker serves are warned about.
+    Live states: starting, idle, busy, stopping. Dead: stopped (it exited), failed (an error ended it, e.g. its
+    model would not load; the error is shown) or offline (its heartbeat is older than the lease, or its process
+    is gone). Also shown: job progress, jobs done and failed, uptime, heartbeat age, host, pid, device.
+    Lanes whose queued jobs no live worker serves are warned about. `klipnote gc` forgets dead workers with
+    the jobs' retention.
     """
-    from klipnote.monitor import live_lanes, running_jobs, worker_views
-    from klipnote.registry import Registry, unserved_lanes
+    from klipnote.monitor import snapshot
 
-    if older_than is not None and not prune:
-        raise UsageError("--older-than only applies with --prune")
-    try:
-        age = parse_duration(older_than or defaults.GC_OLDER_THAN)
-    except ValueError as exc:
-        raise UsageError(f"--older-than {older_than!r}: {exc}") from None
     spool = session_of(ctx).spool()
     spool.reap()
-    pruned = Registry(spool).prune(age) if prune else []
-    at = now()
-    views = worker_views(spool, running_jobs(spool, at), at)
-    warnings = unserved_lanes(spool.queue_lengths(), live_lanes(views))
+    snap = snapshot(spool, jobs=False, dead_window=None if show_all else defaults.RECENT_DEAD_WORKERS)
     if json_out:
-        data = {"workers": [view.to_json() for view in views], "unserved": warnings}
-        render.print_json({**data, "pruned": pruned} if prune else data)
+        render.print_json({"workers": [view.to_json() for view in snap.workers], "hidden": snap.hidden,
+                           "unserved": snap.unserved})
         return
-    if prune:
-        render.error(f"pruned {len(pruned)} worker record(s)" + (f": {', '.join(pruned)}" if pruned else ""))
-    if views:
-        live = sum(1 for view in views if view.live)
-        render.console().print(render.workers_table(views, title=f"{live} live of {len(views)} worker(s) in "
-                                                                 f"{spool.root}"))
+    if snap.workers:
+        live = sum(1 for view in snap.workers if view.live)
+        render.console().print(render.workers_table(snap.workers, title=f"{live} live of {len(snap.workers)} "
+                                                                        f"worker(s) in {spool.root}"))
     else:
         render.console().print(f"no workers have registered in {spool.root}", markup=False)
-    render.warn_lines(list(warnings.values()))
+    if snap.hidden:
+        window = render.duration(defaults.RECENT_DEAD_WORKERS)
+        render.error(f"{snap.hidden} worker(s) dead for over {window} not shown: `klipnote workers --all` lists them")
+    render.warn_lines(list(snap.unserved.values()))
 
 
 @app.command()
@@ -78,13 +66,14 @@ def top(
     Queue lengths per lane, every worker, running jobs with progress bars and an ETA, the latest failures,
     and lanes whose queued jobs no live worker serves. Ctrl-C quits (exit 0).
     """
-    from klipnote.monitor import snapshot
+    from klipnote.monitor import StatusCache, snapshot
 
     spool = session_of(ctx).spool()
+    cache = StatusCache(spool)  # frames after the first re-read only the statuses that changed
 
     def frame() -> object:
         spool.reap()
-        return render.top_frame(snapshot(spool))
+        return render.top_frame(snapshot(spool, cache))
 
     if once:
         render.console().print(frame())
@@ -109,8 +98,9 @@ def metrics(
 ) -> None:
     """Print the spool's metrics in the Prometheus text format, or write them for node_exporter.
 
-    Queue lengths per lane, jobs by state, worker liveness, jobs, audio and processing seconds per worker,
-    and the real-time factor per model.
+    Queue lengths per lane, jobs by state (this reads every job's status once), workers by state, worker
+    liveness, jobs, audio and processing seconds per worker, and the real-time factor per model. Workers dead
+    for longer than `klipnote workers` shows them are left out, so that restarts do not grow the series.
     """
     from klipnote import metrics as exposition
     from klipnote.monitor import snapshot

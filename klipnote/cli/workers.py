@@ -34,12 +34,14 @@ def worker(
     grace: Annotated[float, typer.Option(
         min=0, metavar="SECONDS", help="On SIGTERM/SIGINT, let the current job run this long before handing "
         "it back to the queue.")] = defaults.STOP_GRACE,
-    name: Annotated[Optional[str], typer.Option(help="Worker id (default: MODEL-HOST-PID).")] = None,
+    name: Annotated[Optional[str], typer.Option(
+        help="Worker id (default: MODEL-HOST-PID). A name a live worker holds is refused (exit 2); a service "
+        "that restarts, or a cron drain, should pass a fixed one so that its restarts share one record.")] = None,
 ) -> None:
     """Run a transcription worker: load the model once, then take jobs from the spool one at a time."""
-    from klipnote import engines, envcheck
+    from klipnote import engines, envcheck, modelstore
     from klipnote.enhance import ALL_STEPS, SplitBy
-    from klipnote.registry import worker_id
+    from klipnote.registry import Registry, worker_id
     from klipnote.worker import Worker, WorkerOptions, setup_logging
 
     if model is Model.AUTO:
@@ -47,14 +49,17 @@ def worker(
     session = session_of(ctx)
     session.flags.update(device=device, whisper_model=whisper_model, batch_size=batch_size)
     settings = session.settings
+    spool = session.spool(create=True)
+    identity = worker_id(model.value, name)
+    Registry(spool).check_name_free(identity)  # before torch loads: a taken name fails in a second (exit 2)
     setup_logging()
     ready_line_out, sys.stdout = sys.stdout, sys.stderr  # stdout carries the ready line only; libraries print
     envcheck.select_gpu(gpu)
     resolved, details = envcheck.check(model.value, settings.device)
+    modelstore.refuse_damaged(model.value, settings)  # the last models verify found it damaged: exit 1, the fix
     engine = engines.create(model, settings, device=resolved)
-    spool = session.spool(create=True)
     options = WorkerOptions(lanes=engine.lanes, once=once, drain=drain, max_jobs=max_jobs, idle_exit=idle_exit,
                             grace=grace, device=resolved, details=details,
                             enhance=ALL_STEPS if settings.enable_optimization else (),
                             split_by=SplitBy(settings.optimizer_engine))
-    raise typer.Exit(Worker(spool, engine, options, worker_id(model.value, name), out=ready_line_out).run())
+    raise typer.Exit(Worker(spool, engine, options, identity, out=ready_line_out).run())
