@@ -434,6 +434,14 @@ def test_metrics_textfile_that_is_a_folder_is_a_usage_error(cli, tmp_path, where
     assert len(proc.stderr.splitlines()) == 1
 
 
+def test_list_warns_about_unserved_lanes_whatever_it_shows(cli, media):
+    submit(cli, media["wav"], "--model", "belle2")
+    submit(cli, media["wav"], "--model", "whisperx")  # the newest: --limit 1 shows it alone
+    warning = "no live worker serves lane belle2: start one with `klipnote worker --model belle2` (1 queued job(s))"
+    for args in (["--state", "done"], ["--limit", "1"], ["--lane", "whisperx"], ["--state", "done", "--json"]):
+        assert f"klipnote: warning: {warning}" in cli("list", *args).stderr, args
+
+
 def test_the_status_cache_rereads_only_the_statuses_that_changed(spool, media):
     first, second = add_jobs(spool, media["wav"], 2)
     cache = StatusCache(spool)

@@ -256,19 +256,19 @@ def list_jobs(
         shown.append(job)
         if limit and len(shown) >= limit:
             break
-    warnings = Registry(spool).unserved(shown)
+    registry = Registry(spool)
+    unserved = registry.unserved_lanes()  # from the queues, whatever --state, --lane and --limit leave shown
     if json_out:
-        render.print_json(_with_warnings(shown, warnings))
-        return
-    if not shown:
+        render.print_json(_with_warnings(shown, registry.unserved(shown)))
+    elif not shown:
         render.console().print("no jobs match" if (state or lane) else f"no jobs in {spool.root}")
-        return
-    lengths = spool.queue_lengths()
-    render.status_table(
-        shown,
-        title=f"{len(shown)} job(s) in {spool.root}; waiting: " + ", ".join(f"{k} {v}" for k, v in lengths.items()),
-    )
-    render.warn_lines(sorted(set(warnings.values())))
+    else:
+        lengths = spool.queue_lengths()
+        render.status_table(
+            shown,
+            title=f"{len(shown)} job(s) in {spool.root}; waiting: " + ", ".join(f"{k} {v}" for k, v in lengths.items()),
+        )
+    render.warn_lines(list(unserved.values()))
 
 
 @app.command()
