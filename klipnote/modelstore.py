@@ -61,6 +61,7 @@ class ModelRef:
     offline: models.OfflineModel | None = None
     faster_whisper: bool = False  # fetched by faster-whisper's download_model, as the whisperx engine does
     ignore_patterns: tuple[str, ...] = ()
+    revision: str | None = None  # the configured one (whisper_model_revision, belle2_model_revision); None: main
 
     @property
     def key(self) -> str:
@@ -205,10 +206,12 @@ def resolve(name: str, settings: Settings) -> ModelRef:
         if "/" not in repo_id:
             raise UsageError(f"unknown Whisper model {given!r}: use one of {', '.join(whisper)}, base-offline, "
                              "tiny.en-offline, a hub id (org/name) or a local CTranslate2 folder")
-        return ModelRef(given, Source.HUB, repo_id=repo_id, faster_whisper=True)
+        revision = settings.whisper_model_revision if given == settings.whisper_model else None
+        return ModelRef(given, Source.HUB, repo_id=repo_id, faster_whisper=True, revision=revision)
     if "/" in given and not given.startswith(("/", ".", "~")):
         belle2 = given == settings.belle2_model
-        return ModelRef(given, Source.HUB, repo_id=given, ignore_patterns=defaults.NOT_SAFETENSORS if belle2 else ())
+        return ModelRef(given, Source.HUB, repo_id=given, ignore_patterns=defaults.NOT_SAFETENSORS if belle2 else (),
+                        revision=settings.belle2_model_revision if belle2 else None)
     if given.startswith(("/", ".", "~")):
         raise UsageError(f"model folder {given} does not exist")
     raise UsageError(f"unknown model {given!r}: give a Whisper name ({', '.join(list(whisper)[:4]) or 'large-v2'}, "
@@ -404,6 +407,37 @@ def snapshot_folder(ref: ModelRef, revision: str | None = None, token: str | Non
 
     return Path(snapshot_download(str(ref.repo_id), revision=revision, token=token, local_files_only=local_files_only,
                                   ignore_patterns=list(ref.ignore_patterns) or None))
+
+
+def pinned_folder(name: str, settings: Settings) -> Path | None:
+    """The snapshot folder of a hub model's configured revision, found in the cache (or fetched, where the hub
+    may be reached) as the engine would; None without a configured revision or for offline and local models.
+
+    whisperx's ``load_model`` takes no revision, so the whisperx engine hands it this folder instead.
+    """
+    try:
+        ref = resolve(name, settings)
+    except UsageError:  # a local folder, or a name the engine itself reports
+        return None
+    if ref.source is not Source.HUB or not ref.revision:
+        return None
+    return snapshot_folder(ref, ref.revision, settings.hf_token)
+
+
+def refuse_damaged(name: str, settings: Settings) -> None:
+    """A :class:`KlipnoteError` with the fix when the last ``models verify`` found the model a worker is about
+    to load damaged: it would load a truncated or altered file and fail (or transcribe wrongly) on every job."""
+    try:
+        ref = resolve(name, settings)
+        manifest = find_manifest(ref)
+    except KlipnoteError:  # a local folder, an unknown name, an unreadable manifest: nothing recorded to go by
+        return
+    if manifest is None or manifest.integrity is not Integrity.FAILED:
+        return
+    if manifest.source is Source.HUB and (ref.revision or "main") not in (manifest.revision, manifest.commit):
+        return  # the damage was found in another revision than the one loaded
+    raise KlipnoteError(f"model {manifest.name}: the last klipnote models verify found damaged files in "
+                        f"{manifest.folder}; refusing to load it. Fix: {manifest.pull_command}")
 
 
 def _download_file(repo_id: str, rel: str, commit: str, token: str | None) -> None:

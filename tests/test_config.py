@@ -208,6 +208,8 @@ ENVIRONMENT_NAMES = [
     ("KLIPNOTE_HEARTBEAT_INTERVAL", "heartbeat_interval", "2.5", 2.5),
     ("KLIPNOTE_LEASE_TTL", "lease_ttl", "120", 120.0),
     ("KLIPNOTE_MAX_ATTEMPTS", "max_attempts", "7", 7),
+    ("KLIPNOTE_WHISPER_REVISION", "whisper_model_revision", "v1.0", "v1.0"),
+    ("KLIPNOTE_BELLE2_REVISION", "belle2_model_revision", "0123abcd", "0123abcd"),
 ]
 
 

@@ -345,3 +345,49 @@ def test_whisper_names_resolve_as_faster_whisper_does(home: Path, tmp_path: Path
     assert verify.returncode == 1 and "model.bin: SHA-256" in verify.stdout
     model = doctor()
     assert model["outcome"] == "FAIL" and model["advice"] == f"klipnote models pull tiny.en --revision {repo.commit}"
+
+
+@pytest.mark.slow
+def test_a_pinned_whisper_revision_is_pulled_and_then_loaded_offline(home: Path) -> None:
+    """whisper_model_revision: ``models pull`` fetches it by default, and the engine loads that snapshot, not main."""
+    files = {name: tiny_en(name) for name in ("config.json", "model.bin", "tokenizer.json", "vocabulary.txt")}
+    pinned = Repo("Systran/faster-whisper-tiny.en", {**files, "README.md": b"v1\n"}, commit="1" * 40)
+    newer = Repo("Systran/faster-whisper-tiny.en", {**files, "README.md": b"v2\n"}, commit="2" * 40)
+    with serve([pinned]) as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_HOME": str(home / "hf"), "HF_HUB_OFFLINE": "0",
+               "KLIPNOTE_MODEL_CACHE": str(home / "models"), "WHISPER_MODEL": "tiny.en"}
+        pull = [sys.executable, "-m", "klipnote", "models", "pull", "whisperx"]
+        done = subprocess.run(pull, env={**env, "KLIPNOTE_WHISPER_REVISION": pinned.commit}, capture_output=True,
+                              text=True, timeout=600, check=False)
+        assert done.returncode == 0, done.stderr
+        assert manifest(home, "Systran--faster-whisper-tiny.en")["revision"] == pinned.commit
+        hub.repos[newer.repo_id] = newer  # main moves on
+        done = subprocess.run(pull, env=env, capture_output=True, text=True, timeout=600, check=False)
+        assert done.returncode == 0, done.stderr
+        assert manifest(home, "Systran--faster-whisper-tiny.en")["commit"] == newer.commit
+    probe = ("from klipnote.config import load_settings; from klipnote.engines.whisperx_engine import WhisperXEngine;"
+             "engine = WhisperXEngine(load_settings(), device='cpu', batch_size=1); engine.load();"
+             "print(engine.model_path)")
+    offline = {**env, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9",
+               "KLIPNOTE_WHISPER_REVISION": pinned.commit}
+    loaded = subprocess.run([sys.executable, "-c", probe], env=offline, capture_output=True, text=True, timeout=600,
+                            check=False)
+    assert loaded.returncode == 0, loaded.stderr
+    snapshots = home / "hf" / "hub" / "models--Systran--faster-whisper-tiny.en" / "snapshots"
+    assert loaded.stdout.strip().splitlines()[-1] == str(snapshots / pinned.commit)
+
+
+@pytest.mark.slow
+def test_a_worker_refuses_a_model_that_verify_found_damaged(cli: Cli, home: Path, tmp_path: Path) -> None:
+    ok(cli("models", "pull", "tiny.en-offline"))
+    folder = home / "models" / "tiny.en-offline"
+    (folder / "tokenizer.json").write_text("{}")
+    ok(cli("models", "verify"), 1)
+    proc = cli("--spool", str(tmp_path / "spool"), "worker", "--model", "whisperx", "--device", "cpu",
+               "--whisper-model", "tiny.en-offline", "--once", HF_HUB_OFFLINE="1")
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"klipnote: model tiny.en-offline: the last klipnote models verify found damaged files in {folder}; refusing "
+        "to load it. Fix: klipnote models pull tiny.en-offline")
+    ok(cli("models", "pull", "tiny.en-offline"))  # the fix given puts it right
+    assert ok(cli("models", "verify", "tiny.en-offline")).stdout.startswith("ok    tiny.en-offline")

@@ -60,7 +60,8 @@ def models_pull(
     ctx: typer.Context,
     name: ModelNameArg,
     revision: Annotated[Optional[str], typer.Option(
-        help="Branch, tag or commit to download (default main); the commit it resolves to is recorded.")] = None,
+        help="Branch, tag or commit to download (default: whisper_model_revision or belle2_model_revision for the "
+        "configured models, else main); the commit it resolves to is recorded.")] = None,
     json: JsonFlag = False,
 ) -> None:
     """Download a model before the first job needs it; record every file's SHA-256.
@@ -71,6 +72,7 @@ def models_pull(
 
     settings = session_of(ctx).settings
     ref = modelstore.resolve(name, settings)
+    revision = revision or ref.revision
     if ref.repo_id:
         render.error(f"pulling {ref.repo_id}@{revision or 'main'}; large models take minutes")
     manifest = modelstore.pull(ref, revision=revision, token=settings.hf_token)

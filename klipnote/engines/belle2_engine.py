@@ -46,6 +46,7 @@ class Belle2Engine:
 
     def __init__(self, settings: Settings, *, device: str, batch_size: int) -> None:
         self.model_name = settings.belle2_model
+        self.revision = settings.belle2_model_revision or "main"  # ignored for a local folder
         self.device = device
         self.batch_size = batch_size
         self.zh_script = settings.zh_script
@@ -68,10 +69,10 @@ class Belle2Engine:
         torch.set_num_threads(threads)
 
         try:
-            self._processor = WhisperProcessor.from_pretrained(self.model_name)
+            self._processor = WhisperProcessor.from_pretrained(self.model_name, revision=self.revision)
             self._model = WhisperForConditionalGeneration.from_pretrained(
-                self.model_name, use_safetensors=True, torch_dtype=getattr(torch, self.dtype_name),
-                attn_implementation="sdpa", low_cpu_mem_usage=True,
+                self.model_name, revision=self.revision, use_safetensors=True,
+                torch_dtype=getattr(torch, self.dtype_name), attn_implementation="sdpa", low_cpu_mem_usage=True,
             ).to(self.device).eval()
         except Exception as exc:
             raise KlipnoteError(
@@ -90,6 +91,7 @@ class Belle2Engine:
             "engine": self.name,
             "model": self.model_name,
             "model_path": self.model_name,
+            "revision": self.revision,
             "device": self.device,
             "compute_type": self.dtype_name,
             "zh_script": self.zh_script,

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from klipnote import cjk, models
+from klipnote import cjk, models, modelstore
 from klipnote.config import Settings
 from klipnote.engines import JobOptions, Progress
 from klipnote.envcheck import version_of
@@ -41,6 +41,8 @@ class WhisperXEngine:
 
     def __init__(self, settings: Settings, *, device: str, batch_size: int) -> None:
         self.model_name = settings.whisper_model
+        self.revision = settings.whisper_model_revision
+        self.settings = settings
         self.device = device
         self.compute_type = settings.compute_type if settings.compute_type != "auto" else (
             "float16" if device == "cuda" else "int8")
@@ -62,11 +64,15 @@ class WhisperXEngine:
 
         self.model_path = models.resolve_whisper(self.model_name)
         try:
+            pinned = modelstore.pinned_folder(self.model_name, self.settings)  # load_model takes no revision
+            if pinned is not None:
+                self.model_path = str(pinned)
             self._pipeline = whisperx.load_model(self.model_path, self.device, compute_type=self.compute_type,
                                                  vad_method="pyannote", threads=os.cpu_count() or 4)
         except Exception as exc:
+            at = f"@{self.revision}" if self.revision else ""
             raise KlipnoteError(
-                f"cannot load Whisper model {self.model_name!r} ({type(exc).__name__}: {exc}); give a local "
+                f"cannot load Whisper model {self.model_name!r}{at} ({type(exc).__name__}: {exc}); give a local "
                 "CTranslate2 folder or a name the model hub has, or WHISPER_MODEL=base-offline without a hub"
             ) from exc
 
@@ -75,6 +81,7 @@ class WhisperXEngine:
             "engine": self.name,
             "model": self.model_name,
             "model_path": self.model_path,
+            "revision": self.revision,
             "device": self.device,
             "compute_type": self.compute_type,
             "versions": {p: version_of(p) for p in ("whisperx", "faster-whisper", "ctranslate2", "torch")},
