@@ -391,3 +391,41 @@ def test_a_worker_refuses_a_model_that_verify_found_damaged(cli: Cli, home: Path
         "to load it. Fix: klipnote models pull tiny.en-offline")
     ok(cli("models", "pull", "tiny.en-offline"))  # the fix given puts it right
     assert ok(cli("models", "verify", "tiny.en-offline")).stdout.startswith("ok    tiny.en-offline")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not BELLE2_PYTHON.exists(), reason="the belle2 env (.venv-belle2) is not built")
+def test_a_pinned_belle2_revision_is_pulled_and_then_loaded_offline(home: Path, model_cache: Path) -> None:
+    """belle2_model_revision reaches from_pretrained: the two commits differ in generation_config.json only."""
+    from .e2ekit import belle2_checkpoint
+
+    folder = belle2_checkpoint(model_cache)
+    files: dict[str, bytes | Path] = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*")
+                                      if p.is_file() and not p.name.startswith(".")}
+    generation = json.loads((folder / "generation_config.json").read_text())
+
+    def commit(max_length: int, sha: str) -> Repo:
+        config = json.dumps({**generation, "max_length": max_length}).encode()
+        return Repo("acme/belle-pinned", {**files, "generation_config.json": config}, commit=sha)
+
+    pinned, newer = commit(401, "1" * 40), commit(402, "2" * 40)
+    env = {**os.environ, "HF_HOME": str(home / "hf"), "HF_HUB_OFFLINE": "0", "KLIPNOTE_MODEL_CACHE": str(home / "m"),
+           "BELLE2_MODEL_NAME": pinned.repo_id, "HF_HUB_DISABLE_TELEMETRY": "1"}
+    pull = [str(BELLE2_PYTHON), "-m", "klipnote", "models", "pull", "belle2"]
+    with serve([pinned]) as hub:
+        env["HF_ENDPOINT"] = hub.url
+        done = subprocess.run(pull, env={**env, "KLIPNOTE_BELLE2_REVISION": pinned.commit}, capture_output=True,
+                              text=True, timeout=600, check=False)
+        assert done.returncode == 0, done.stderr
+        hub.repos[newer.repo_id] = newer  # main moves on
+        done = subprocess.run(pull, env=env, capture_output=True, text=True, timeout=600, check=False)
+        assert done.returncode == 0, done.stderr
+    probe = ("from klipnote.config import load_settings; from klipnote.engines.belle2_engine import Belle2Engine;"
+             "engine = Belle2Engine(load_settings(), device='cpu', batch_size=1); engine.load();"
+             "print(engine._model.generation_config.max_length)")
+    offline = {**env, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    for revision, expected in ((pinned.commit, "401"), ("", "402")):
+        loaded = subprocess.run([str(BELLE2_PYTHON), "-c", probe], capture_output=True, text=True, timeout=600,
+                                env={**offline, "KLIPNOTE_BELLE2_REVISION": revision}, check=False)
+        assert loaded.returncode == 0, loaded.stderr
+        assert loaded.stdout.strip().splitlines()[-1] == expected, revision
