@@ -67,6 +67,8 @@ BELLE2_MODEL = "BELLE-2/Belle-whisper-large-v3-zh"
 STOP_GRACE = 30.0
 #: Seconds between looks at an empty queue.
 WORKER_POLL_INTERVAL = 1.0
+#: Seconds a worker waits before trying again a spool whose disk is full.
+SPOOL_FULL_RETRY_INTERVAL = 5.0
 
 #: Output formats; srt and json are always written.
 OUTPUT_FORMATS = ("srt", "vtt", "txt", "tsv", "json")

@@ -29,6 +29,10 @@ class SpoolError(KlipnoteError):
     """The spool cannot be used: wrong format, not writable, disk full, lock held too long."""
 
 
+class SpoolFull(SpoolError):
+    """The spool's disk is full. It passes once space is freed, so workers wait instead of failing jobs."""
+
+
 class JobNotFound(KlipnoteError):
     """No job matches the id or prefix given."""
 

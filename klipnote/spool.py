@@ -39,6 +39,7 @@ import grp
 import os
 import shutil
 import socket
+import tempfile
 import time
 import types
 import typing
@@ -48,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from klipnote import __version__, defaults
-from klipnote.errors import JobNotFound, KlipnoteError, SpoolError, UsageError
+from klipnote.errors import JobNotFound, KlipnoteError, SpoolError, SpoolFull, UsageError
 from klipnote.fsio import atomic_write_json, atomic_write_text, fsync_dir, read_json
 from klipnote.ids import ID_LENGTH, check_prefix, is_job_id, new_job_id
 from klipnote.job import InputInfo, JobRequest, JobState, Lane, Manifest, Status, now
@@ -208,7 +209,7 @@ class Spool:
             yield
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise SpoolError(
+                raise SpoolFull(
                     f"{action} failed: no space left on the disk of the spool {self.root}; "
                     "free some space (klipnote gc) or move the spool (KLIPNOTE_SPOOL)"
                 ) from None
@@ -223,6 +224,14 @@ class Spool:
                     "spool's owner and mode, or share it with spool_group"
                 ) from None
             raise
+
+    def check_writable(self) -> None:
+        """Fail now, in one line, if this process cannot write to the spool (read-only, permissions,
+        full), rather than after a worker has spent minutes loading its model."""
+        with self.io("writing to the spool"):
+            fd, name = tempfile.mkstemp(prefix=".probe-", dir=self.tmp)
+            os.close(fd)
+            os.unlink(name)
 
     # ------------------------------------------------------------------ paths and locks
 

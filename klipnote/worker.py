@@ -24,7 +24,7 @@ from klipnote import __version__, defaults
 from klipnote.claim import Claim, WorkerRef, claim_next
 from klipnote.engines import Engine, JobOptions
 from klipnote.enhance import ALL_STEPS, Report, SplitBy, Step, enhance, parse_steps
-from klipnote.errors import ClaimLost, KlipnoteError, summary
+from klipnote.errors import ClaimLost, KlipnoteError, SpoolError, SpoolFull, summary
 from klipnote.fsio import atomic_write_text
 from klipnote.job import Lane, Manifest, Stage, output_name
 from klipnote.registry import Registry, WorkerRecord, WorkerState
@@ -124,6 +124,7 @@ class Worker:
         beat.start()
         final = WorkerState.STOPPED
         try:
+            self.spool.check_writable()
             self.engine.load()
             self.record.details.update(self.engine.describe())
             self._set_state(WorkerState.IDLE)
@@ -157,12 +158,23 @@ class Worker:
         done = 0
         idle_since = time.monotonic()
         last_reap = 0.0
+        full_since: float | None = None
         while self._stop_requested is None:
-            if time.monotonic() - last_reap > self.spool.heartbeat_interval:
-                for outcome in self.spool.reap():
-                    log.warning("job %s %s: %s", outcome.job_id, outcome.action, outcome.reason)
-                last_reap = time.monotonic()
-            claim = claim_next(self.spool, self.options.lanes, self.ref)
+            try:
+                if time.monotonic() - last_reap > self.spool.heartbeat_interval:
+                    for outcome in self.spool.reap():
+                        log.warning("job %s %s: %s", outcome.job_id, outcome.action, outcome.reason)
+                    last_reap = time.monotonic()
+                claim = claim_next(self.spool, self.options.lanes, self.ref)
+            except SpoolFull as exc:  # passes once space is freed: wait for it rather than exit
+                if full_since is None:
+                    full_since = time.monotonic()
+                    log.warning("%s; retrying every %.0f s", exc, defaults.SPOOL_FULL_RETRY_INTERVAL)
+                self._sleep(defaults.SPOOL_FULL_RETRY_INTERVAL)
+                continue
+            if full_since is not None:
+                log.info("the spool has space again after %.0f s", time.monotonic() - full_since)
+                full_since = None
             if claim is None:
                 if self.options.drain:
                     log.info("queue drained; exiting")
@@ -265,6 +277,10 @@ class Worker:
             job_log.write(f"stopped: {exc or 'handed back'}")
             log.info("job %s: %s", claim.job_id, exc or "handed back")
             claim.close()
+        except SpoolFull as exc:  # not the job's fault: let go of it, to be reaped once there is space
+            job_log.write(f"stopped: {exc}")
+            log.warning("job %s put down: %s", claim.job_id, exc)
+            claim.close()
         except KlipnoteError as exc:
             self._fail(claim, str(exc), job_log)
         except Exception as exc:  # an engine bug must fail one job, not the worker
@@ -341,6 +357,9 @@ class Worker:
             self.record.jobs_failed += 1
         except ClaimLost as exc:
             log.info("job %s: %s", claim.job_id, exc)
+        except SpoolError as exc:  # the failure cannot be recorded; the reaper puts the job back
+            log.warning("job %s: cannot record its failure: %s", claim.job_id, exc)
+            claim.close()
 
     # ------------------------------------------------------------------ registry
 
