@@ -65,8 +65,13 @@ def _major_minor(version: str) -> tuple[int, int]:
 
 
 def select_gpu(gpu: int | None) -> None:
-    """``--gpu N``: make GPU N the only one this process sees (before torch initialises CUDA)."""
+    """``--gpu N``: make GPU N the only one this process sees (before torch initialises CUDA).
+
+    N is the number nvidia-smi shows: CUDA numbers GPUs fastest first unless told to follow the PCI
+    bus, so on a box with mixed cards its GPU 1 need not be nvidia-smi's. An order already set wins.
+    """
     if gpu is not None:
+        os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
 
 

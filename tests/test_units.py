@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from klipnote import defaults
+from klipnote import defaults, envcheck
 from klipnote.config import load_settings, parse_duration, parse_size
 from klipnote.errors import ConfigError, InputRejected, UsageError
 from klipnote.fsio import atomic_write_bytes
@@ -185,3 +185,15 @@ def test_windows_cover_all_speech_in_order_and_never_exceed_30_s(speech):
 def test_close_regions_share_a_window_and_a_long_one_is_split_evenly():
     assert pack([Span(0, 5), Span(6, 10), Span(40, 45)]) == [Span(0, 10), Span(40, 45)]
     assert pack([Span(0, 70)]) == [Span(0, 70 / 3), Span(70 / 3, 140 / 3), Span(140 / 3, 70)]
+
+
+def test_gpu_selection_follows_nvidia_smi_numbering_unless_an_order_is_set(monkeypatch):
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    envcheck.select_gpu(None)
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ and "CUDA_DEVICE_ORDER" not in os.environ
+    envcheck.select_gpu(1)
+    assert (os.environ["CUDA_VISIBLE_DEVICES"], os.environ["CUDA_DEVICE_ORDER"]) == ("1", "PCI_BUS_ID")
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
+    envcheck.select_gpu(0)
+    assert (os.environ["CUDA_VISIBLE_DEVICES"], os.environ["CUDA_DEVICE_ORDER"]) == ("0", "FASTEST_FIRST")

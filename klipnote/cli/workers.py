@@ -21,7 +21,8 @@ def worker(
         help="Which engine this worker runs: whisperx (serves lanes whisperx and auto) or belle2.")],
     device: Annotated[Optional[Device], typer.Option(
         help="Default: WHISPER_DEVICE, else auto (cuda when torch sees a GPU).")] = None,
-    gpu: Annotated[Optional[int], typer.Option(min=0, help="Use only this GPU (sets CUDA_VISIBLE_DEVICES).")] = None,
+    gpu: Annotated[Optional[int], typer.Option(min=0, help="Use only this GPU, numbered as nvidia-smi shows "
+        "(sets CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER=PCI_BUS_ID).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
         min=1, help="Audio windows decoded together; halved automatically on out-of-memory.")] = None,
     whisper_model: Annotated[Optional[str], typer.Option(
