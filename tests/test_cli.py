@@ -26,6 +26,8 @@ from klipnote.ids import ALPHABET, ID_LENGTH
 from klipnote.job import Lane
 from klipnote.spool import Spool
 
+from .mounts import remount_read_only, tmpfs
+
 ALL_LANES = (Lane.AUTO, Lane.WHISPERX, Lane.BELLE2)
 UNKNOWN_ID = "0000000000zzzzzzzz"
 SRT = "1\r\n00:00:00,000 --> 00:00:01,000\r\nhéllo wörld\r\n\r\n".encode()
@@ -656,25 +658,14 @@ def test_reading_a_spool_that_does_not_exist_fails_clearly(cli, spool_dir, args)
     assert not spool_dir.exists()
 
 
-def _sh(*cmd: str) -> bool:
-    return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
-
-
 @pytest.fixture
 def readonly_spool(cli: Run, tmp_path: Path, wav: str) -> Any:
     """A spool holding one queued job on a tmpfs remounted read-only: (spool, job id)."""
-    mountpoint = tmp_path / "ro"
-    mountpoint.mkdir()
-    if not _sh("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mountpoint)):
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
+    with tmpfs(tmp_path / "ro") as mountpoint:
         spool = mountpoint / "spool"
         job_id = submit_one(cli, wav, spool=spool)
-        if not _sh("mount", "-o", "remount,ro", str(mountpoint)):
-            pytest.skip("cannot remount the tmpfs read-only")
+        remount_read_only(mountpoint)
         yield spool, job_id
-    finally:
-        _sh("umount", str(mountpoint))
 
 
 def test_submit_to_a_readonly_spool_fails_in_one_line(cli, readonly_spool, wav):

@@ -7,8 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from klipnote.models import OFFLINE_MODELS, assemble
 from klipnote.spool import Spool
 
 from .conftest import REPO
+from .mounts import remount_read_only, tmpfs
 
 BELLE2_PYTHON = REPO / ".venv-belle2" / "bin" / "python"
 CHECKS = {"config", "ffmpeg", "ffprobe", "spool", "writable", "perms", "disk", "python", "packages", "torch",
@@ -129,25 +129,12 @@ def test_fails_when_ffmpeg_does_not_run(doctor: Doctor, tmp_path: Path) -> None:
     failing(proc, "ffmpeg", f"{broken}/ffmpeg -version exited with 127")
 
 
-@contextmanager
-def tmpfs(mountpoint: Path, options: str) -> Iterator[Path]:
-    mountpoint.mkdir(parents=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mountpoint)], capture_output=True,
-                          text=True, check=False)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()}); needs root or CAP_SYS_ADMIN")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=True)
-
-
 @pytest.mark.fault
 def test_fails_on_a_read_only_spool(doctor: Doctor, tmp_path: Path) -> None:
     """Root ignores mode bits, so the spool is made read-only the way root cannot ignore: a read-only mount."""
     with tmpfs(tmp_path / "mnt", "size=64m,mode=0700") as mnt:
         spool = Spool(mnt / "spool").open()
-        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        remount_read_only(mnt)
         proc = doctor("--device", "cpu", "--json", spool=spool.root)
         failing(proc, "writable", f"{spool.root} is not writable", "Read-only file system", "remount it read-write")
         assert checks(proc)["spool"]["outcome"] == "ok"

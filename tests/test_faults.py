@@ -23,6 +23,7 @@ from klipnote.job import JobRequest, JobState, Lane, Model, Stage
 from klipnote.spool import Spool
 
 from .e2ekit import WHISPERX_WORKER, worker_env
+from .mounts import remount_read_only, tmpfs
 from .spoolkit import (
     Reader,
     add_jobs,
@@ -226,24 +227,10 @@ def test_a_claim_handed_back_stages_apart_from_the_next_claim_of_the_same_number
 # ---------------------------------------------------------------------- a full disk
 
 
-@contextlib.contextmanager
-def tmpfs(mount: Path, size: str) -> Iterator[Path]:
-    """A real tmpfs of ``size`` at ``mount``: its own filesystem, so limits and errors come from the kernel."""
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True,
-                          check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 1 MiB tmpfs, so that ENOSPC comes from the kernel, not from a mock."""
-    with tmpfs(tmp_path / "small", "1m") as mount:
+    with tmpfs(tmp_path / "small", "size=1m") as mount:
         yield mount
 
 
@@ -379,14 +366,13 @@ def test_a_worker_keeps_serving_through_a_full_spool_disk(small_disk, media, tmp
 @pytest.fixture
 def readonly_spool(tmp_path: Path, media: dict[str, Path]) -> Iterator[tuple[Spool, str, str]]:
     """A spool on a tmpfs remounted read-only, holding a done job and a queued one: (spool, done, queued)."""
-    with tmpfs(tmp_path / "ro", "16m") as mount:
+    with tmpfs(tmp_path / "ro", "size=16m") as mount:
         spool = Spool(mount / "spool", lease_ttl=5.0, heartbeat_interval=0.2).open()
         (done,) = add_jobs(spool, media["wav"], 1)
         worker = start_engine_worker(spool.root, "w", tmp_path / "logs", "--drain")
         assert worker.wait(timeout=60) == 0
         (queued,) = add_jobs(spool, media["wav"], 1)
-        if subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=False).returncode != 0:
-            pytest.skip("cannot remount the tmpfs read-only")
+        remount_read_only(mount)
         yield spool, done, queued
 
 
@@ -426,7 +412,7 @@ def test_a_worker_on_a_readonly_spool_exits_with_one_line(readonly_spool, model_
 def test_a_spool_on_its_own_mount_copies_inputs_and_delivers_to_a_third_fs_atomically(tmp_path, media, klipnote):
     """Inputs on the test's disk, the spool on one tmpfs, --output-dir on another: no hard link is possible
     (EXDEV), every rename that must be atomic stays within one filesystem, readers see only whole files."""
-    with tmpfs(tmp_path / "spoolfs", "64m") as spoolfs, tmpfs(tmp_path / "outfs", "16m") as outfs:
+    with tmpfs(tmp_path / "spoolfs", "size=64m") as spoolfs, tmpfs(tmp_path / "outfs", "size=16m") as outfs:
         spool = Spool(spoolfs / "spool", lease_ttl=5.0, heartbeat_interval=0.2).open()
         inputs = tmp_path / "inputs"
         inputs.mkdir()
