@@ -23,7 +23,8 @@ compute); feature extraction, VAD and word timing are not timed. Per batch size:
 then ``--repeat`` timed calls (median). ``RTF`` = seconds per second of audio (batch x 30 s);
 ``x real time`` its inverse. GPU memory: belle2, ``torch.cuda.max_memory_allocated`` per batch
 size (reset before it); both engines, the process's memory by ``nvidia-smi`` (polled every
-0.2 s; includes the allocator's cache and only grows).
+0.2 s; includes the allocator's cache and only grows; in a container whose pids nvidia-smi does not
+show, the whole GPU's use above its level at the start, as the line says).
 
 Each engine runs in its own process and environment (``--whisperx-python``, default ``.venv``;
 ``--belle2-python``, default ``.venv-belle2``; else this interpreter). Models are cached under
@@ -328,7 +329,7 @@ def child(args: argparse.Namespace) -> int:
     result = (run_whisperx if args.child == "whisperx" else run_belle2)(args)
     result["peak_rss_mib"] = peak_rss_mib()
     if gpu is not None:
-        result["gpu_peak_mib"] = gpu.stop()
+        result["gpu_peak_mib"], result["gpu_peak_counts"] = gpu.stop()
     print(json.dumps(result))
     return 0
 
@@ -371,7 +372,8 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
             if cuda:
                 row.append(f"{b['torch_peak_mib']:.0f}" if "torch_peak_mib" in b else "n/a (CTranslate2)")
             rows.append(row)
-        gpu = f", process GPU peak {result['gpu_peak_mib']:.0f} MiB (nvidia-smi)" if "gpu_peak_mib" in result else ""
+        gpu = (f", GPU peak {result['gpu_peak_mib']:.0f} MiB (nvidia-smi, {result['gpu_peak_counts']})"
+               if "gpu_peak_mib" in result else "")
         notes.append(f"- {engine}: {result['library']}; built in {result['build_s']:.1f} s (0.0: reused from "
                      f"--cache), loaded in {result['load_s']:.1f} s; peak RSS {result['peak_rss_mib']:.0f} MiB{gpu}")
     return table(headers, rows, numeric) + ("\n\n" + "\n".join(notes) if notes else "")

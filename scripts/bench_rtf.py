@@ -15,7 +15,9 @@ writing are not included: these are the engines' figures.
   1 s), cold and warm; ``x real time`` is its inverse for the warm run;
 * ``peak RSS``: ``ru_maxrss`` of the process at the end (MiB); on cuda also the peak GPU memory
   of the process as ``nvidia-smi`` reports it, sampled every 0.2 s (CTranslate2 allocates outside
-  torch, so ``torch.cuda.max_memory_allocated`` would miss it), and torch's own peak.
+  torch, so ``torch.cuda.max_memory_allocated`` would miss it; where nvidia-smi shows no pid of
+  this container, the whole GPU's use above its level at the start, as the cell says), and
+  torch's own peak.
 
 Default matrix (corpus: ``KLIPNOTE_CORPUS`` or ``../shared/corpus``): the whisperx engine on
 ``base-offline`` (jfk.flac, whole-earth.wav, zh.wav) and ``tiny.en-offline`` (English only:
@@ -121,7 +123,7 @@ def child(engine_name: str, model: str, path: str, spawned_at: float, device: st
     if gpu is not None:
         import torch
 
-        result["gpu_peak_mib"] = gpu.stop()
+        result["gpu_peak_mib"], result["gpu_peak_counts"] = gpu.stop()
         result["torch_cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(result, ensure_ascii=False, default=str))
     return 0
@@ -164,7 +166,7 @@ def report(rows: list[dict[str, Any]], device: str) -> str:
                 f"{r['warm_s']:.2f}", f"{r['cold_s'] / r['audio_s']:.3f}", f"{r['warm_s'] / r['audio_s']:.3f}",
                 f"{r['audio_s'] / r['warm_s']:.1f}", f"{r['peak_rss_mib']:.0f}", r["segments"]]
         if device == "cuda":
-            line += [f"{r['gpu_peak_mib']:.0f}", f"{r['torch_cuda_peak_mib']:.0f}"]
+            line += [f"{r['gpu_peak_mib']:.0f} ({r['gpu_peak_counts']})", f"{r['torch_cuda_peak_mib']:.0f}"]
         lines.append(line)
     return table(headers, lines, numeric)
 

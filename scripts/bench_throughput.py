@@ -113,7 +113,6 @@ class Setup:
     batch_size: int
     threads: int
     env: dict[str, str]
-    scratch: Path
 
 
 def parse_args() -> argparse.Namespace:
@@ -303,7 +302,7 @@ def main() -> int:
         whisperx = str(Path(args.python).parent / "whisperx")
         setup = Setup(args.python, whisperx, resolve_whisper(args.model), files, args.compute_type, args.batch_size,
                       threads, clean_env(scratch, WHISPER_COMPUTE_TYPE=args.compute_type,
-                                         PYANNOTE_METRICS_ENABLED="0"), scratch)
+                                         PYANNOTE_METRICS_ENABLED="0"))
         runs: dict[str, list[Run]] = {m: [] for m in args.methods}
         for round_no in range(args.rounds):
             order = args.methods[round_no % len(args.methods):] + args.methods[:round_no % len(args.methods)]

@@ -83,11 +83,6 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def children_peak_rss_mib() -> float:
-    """The largest peak RSS among the waited-for child processes so far."""
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-
-
 def machine() -> dict[str, Any]:
     """Where and when: the figures mean little without the load the machine was under."""
     load1, load5, load15 = os.getloadavg()
@@ -135,25 +130,44 @@ def ratio(value: float, base: float) -> str:
 
 
 class GpuPeak:
-    """Peak GPU memory of this process by ``nvidia-smi``, polled in a thread."""
+    """Peak GPU memory of this process by ``nvidia-smi``, polled in a thread.
+
+    Inside a container nvidia-smi may list host process ids that match no pid here; then the
+    peak is the whole GPU's used memory above its level when polling began (say so when reporting).
+    """
 
     def __init__(self) -> None:
-        self.peak_mib = 0.0
+        self.process_peak_mib = 0.0
+        self.device_peak_mib = 0.0
+        self._baseline = self._device_used()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
 
+    @staticmethod
+    def _query(*fields: str) -> list[list[str]]:
+        try:
+            out = subprocess.run(["nvidia-smi", *fields, "--format=csv,noheader,nounits"], capture_output=True,
+                                 text=True, check=False).stdout
+        except FileNotFoundError:  # no nvidia-smi: the peak stays 0
+            return []
+        return [[f.strip() for f in line.split(",")] for line in out.splitlines()]
+
+    def _device_used(self) -> float:
+        return sum(float(row[0]) for row in self._query("--query-gpu=memory.used") if row[0].isdigit())
+
     def _poll(self) -> None:
         pid = str(os.getpid())
         while not self._stop.wait(GPU_POLL_S):
-            query = ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"]
-            out = subprocess.run(query, capture_output=True, text=True, check=False).stdout
-            for line in out.splitlines():
-                fields = [f.strip() for f in line.split(",")]
-                if len(fields) == 2 and fields[0] == pid and fields[1].isdigit():
-                    self.peak_mib = max(self.peak_mib, float(fields[1]))
+            for row in self._query("--query-compute-apps=pid,used_memory"):
+                if len(row) == 2 and row[0] == pid and row[1].isdigit():
+                    self.process_peak_mib = max(self.process_peak_mib, float(row[1]))
+            self.device_peak_mib = max(self.device_peak_mib, self._device_used() - self._baseline)
 
-    def stop(self) -> float:
+    def stop(self) -> tuple[float, str]:
+        """The peak in MiB and what it counts: ``process``, or ``device above start`` when no pid matched."""
         self._stop.set()
         self._thread.join()
-        return self.peak_mib
+        if self.process_peak_mib:
+            return self.process_peak_mib, "process"
+        return self.device_peak_mib, "device above start"
