@@ -26,10 +26,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def bench(session: nox.Session) -> None:
-    """Every benchmark (scripts/bench: tables on stdout, JSON under bench-results/), in the project's
-    environments (``.venv``, ``.venv-belle2``; made by scripts/bootstrap, since the engines need them).
+    """Every benchmark (scripts/bench: tables on stdout, JSON under bench-results/).
 
-    Arguments after ``--`` go to scripts/bench, e.g. ``nox -s bench -- --size smoke --only spool``.
+    They run in the project's environments, ``.venv`` and ``.venv-belle2`` (run scripts/bootstrap
+    once first), because each measures the engine in the environment its worker uses. Arguments
+    after ``--`` go to scripts/bench, e.g. ``nox -s bench -- --size smoke --only spool``.
     """
-    session.run("scripts/bootstrap", external=True)
     session.run("scripts/bench", *session.posargs, external=True)

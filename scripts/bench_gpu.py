@@ -390,8 +390,9 @@ def main() -> int:
         results = {engine: run_engine(engine, args, env, scratch / "log.txt") for engine in args.engines}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    header = (f"klipnote GPU benchmark{' (SMOKE: tiny dims, not the real architectures)' if args.smoke else ''}: "
-              f"device {args.device}, random weights of the exact architectures, {args.tokens} tokens decoded per "
+    weights = ("SMOKE: random weights of tiny dims, not the real architectures" if args.smoke
+               else "random weights of the exact architectures")
+    header = (f"klipnote GPU benchmark: device {args.device}, {weights}, {args.tokens} tokens decoded per "
               f"30 s window (end-of-text suppressed), greedy, random log-mel input, median of {args.repeat} after "
               "one warm-up; RTF = wall / (batch x 30 s)")
     text = "\n".join([header, machine_line(machine(), before), "", report(results, args)])
