@@ -72,7 +72,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
@@ -83,13 +82,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchkit import CORPUS, REPO, methods_arg, peak_rss_mib
 
-REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # klipnote from this checkout, and tests/ct2_whisper.py, tests/textmetrics.py
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub: fail fast instead of retrying
 
-from klipnote.audio import SAMPLE_RATE, decode  # noqa: E402
-from tests.speech import REPEATS, long_mandarin  # noqa: E402
+from klipnote.audio import SAMPLE_RATE, decode
+from tests.speech import REPEATS, long_mandarin
 
 #: The long Mandarin input, as tests/test_belle2.py builds it.
 ZH = "开放时间早上9点至下午5点"
@@ -155,13 +154,11 @@ def parse_args() -> argparse.Namespace:
                         help="torch CPU threads for the timed runs of every method (default: whatever loading "
                              "left, normally the process default)")
     parser.add_argument("--corpus", type=Path,
-                        default=Path(os.environ.get("KLIPNOTE_CORPUS", REPO.parent / "shared" / "corpus")))
+                        default=CORPUS)
     parser.add_argument("--cache", type=Path, help="where the default checkpoint is built (default: klipnote's cache)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
-    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not args.methods or set(args.methods) - set(METHODS):
-        parser.error(f"--methods: a comma-separated list of {', '.join(METHODS)}")
+    args.methods = methods_arg(parser, args.methods, METHODS)
     if args.repeat < 1 or args.batch_size < 1 or (args.threads is not None and args.threads < 1):
         parser.error("--repeat, --batch-size and --threads must be at least 1")
     if not (args.corpus / "zh.wav").is_file():
@@ -256,10 +253,6 @@ def _sync(device: str) -> None:
         import torch
 
         torch.cuda.synchronize()
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def best_cer(reference: str, text: str) -> float:

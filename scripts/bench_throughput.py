@@ -60,6 +60,7 @@ from benchkit import (
     klipnote_argv,
     machine,
     machine_line,
+    methods_arg,
     ratio,
     table,
     write_json,
@@ -128,9 +129,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--python", default=sys.executable, help="the whisperx environment's interpreter")
     parser.add_argument("--out", type=Path, help="also write throughput.json and throughput.md here")
     args = parser.parse_args()
-    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not args.methods or set(args.methods) - set(METHODS):
-        parser.error(f"--methods: a comma-separated list of: {', '.join(METHODS)}")
+    args.methods = methods_arg(parser, args.methods, METHODS)
     if args.rounds < 1 or args.batch_size < 1 or (args.count is not None and args.count < 1):
         parser.error("-n, --rounds and --batch-size must be at least 1")
     sources = args.files or [args.corpus / name for name in DEFAULT_FILES]

@@ -6,6 +6,7 @@ Stdlib only, so every script can import it from any of the project's environment
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -76,6 +77,14 @@ def audio_seconds(path: Path) -> float:
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     return float(out.stdout.strip())
+
+
+def methods_arg(parser: argparse.ArgumentParser, text: str, known: Sequence[str]) -> list[str]:
+    """``--methods a,b``: the names in order, or a usage error listing the known ones."""
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    if not methods or set(methods) - set(known):
+        parser.error(f"--methods: a comma-separated list of: {', '.join(known)}")
+    return methods
 
 
 def peak_rss_mib() -> float:
