@@ -16,7 +16,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -26,7 +25,7 @@ from typing import Any
 from klipnote import defaults, envcheck, models, modelstore
 from klipnote.config import Settings, config_path, load_settings, missing_config_warning, parse_bool
 from klipnote.errors import ConfigError, KlipnoteError, SpoolError, UsageError, summary
-from klipnote.job import Lane
+from klipnote.fsio import probe_write
 from klipnote.spool import Spool
 
 
@@ -180,17 +179,14 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def _check_writable(probe_dir: Path, root: Path, spool: Spool | None = None) -> Check:
-    """Create and remove a file for real: the only test that root, ACLs, read-only mounts and NFS all honour."""
+    """Create and remove a file for real (:func:`fsio.probe_write`), then check every layout folder."""
     try:
-        fd, name = tempfile.mkstemp(prefix=".doctor-", dir=probe_dir)
-        os.close(fd)
-        os.unlink(name)
+        probe_write(probe_dir)
     except OSError as exc:
         verb = "cannot be created" if spool is None else "is not writable"
         return fail("writable", f"{root} {verb}: {exc.strerror} ({probe_dir})", _write_advice(exc))
     if spool is not None:  # a spool needs every layout folder, not only tmp/
-        layout = [spool.jobs, spool.claimed, spool.workers, spool.quarantine, spool.index, spool.queue,
-                  *(spool.queue / lane.value for lane in Lane)]
+        layout = spool.layout
         missing = [p for p in layout if not p.is_dir()]
         if missing:
             return fail("writable", f"the spool lacks {_some([str(p) for p in missing], 3)}",

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import secrets
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -63,6 +64,14 @@ def atomic_write_text(target: Path, text: str, mode: int = 0o600) -> None:
 
 def atomic_write_json(target: Path, obj: Any, mode: int = 0o600) -> None:
     atomic_write_text(target, json.dumps(obj, ensure_ascii=False, indent=2) + "\n", mode)
+
+
+def probe_write(folder: Path) -> None:
+    """Create and remove a file in ``folder``; raises the ``OSError`` if it cannot. The one test of
+    writability that root, ACLs, read-only mounts, full disks and NFS all honour."""
+    fd, name = tempfile.mkstemp(prefix=".probe-", dir=folder)
+    os.close(fd)
+    os.unlink(name)
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -39,7 +39,6 @@ import grp
 import os
 import shutil
 import socket
-import tempfile
 import time
 import types
 import typing
@@ -50,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 from klipnote import __version__, defaults
 from klipnote.errors import JobNotFound, KlipnoteError, SpoolError, SpoolFull, UsageError
-from klipnote.fsio import atomic_write_json, atomic_write_text, fsync_dir, read_json
+from klipnote.fsio import atomic_write_json, atomic_write_text, fsync_dir, probe_write, read_json
 from klipnote.ids import ID_LENGTH, check_prefix, is_job_id, new_job_id
 from klipnote.job import InputInfo, JobRequest, JobState, Lane, Manifest, Status, now
 from klipnote.routing import route_at_submit
@@ -162,19 +161,7 @@ class Spool:
         self.group = group
         with self.io("creating the spool"):
             self.root.parent.mkdir(parents=True, exist_ok=True)
-            layout = (
-                self.root,
-                self.tmp,
-                self.jobs,
-                self.claimed,
-                self.quarantine,
-                self.index.parent,
-                self.index,
-                self.workers,
-                self.queue,
-                *(self.queue / lane.value for lane in Lane),
-            )
-            for path in layout:
+            for path in self.layout:
                 self._make_dir(path)
             atomic_write_json(
                 marker, {"format": defaults.SPOOL_FORMAT, "created_at": now(), "group": group}, self.file_mode
@@ -225,13 +212,17 @@ class Spool:
                 ) from None
             raise
 
+    @property
+    def layout(self) -> tuple[Path, ...]:
+        """Every folder a spool has, parents first: what :meth:`open` creates and doctor checks."""
+        return (self.root, self.tmp, self.jobs, self.claimed, self.quarantine, self.index.parent, self.index,
+                self.workers, self.queue, *(self.queue / lane.value for lane in Lane))
+
     def check_writable(self) -> None:
         """Fail now, in one line, if this process cannot write to the spool (read-only, permissions,
         full), rather than after a worker has spent minutes loading its model."""
         with self.io("writing to the spool"):
-            fd, name = tempfile.mkstemp(prefix=".probe-", dir=self.tmp)
-            os.close(fd)
-            os.unlink(name)
+            probe_write(self.tmp)
 
     # ------------------------------------------------------------------ paths and locks
 
