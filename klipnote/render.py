@@ -56,7 +56,11 @@ def size(n: float, decimals: int = 1) -> str:
     return f"{int(n)} bytes"
 
 
-def duration(seconds: float) -> str:
+def duration(seconds: float, *, precise: bool = False) -> str:
+    """``2 h 5 min``, ``3 min 20 s``, ``42 s``; ``precise`` keeps hundredths under a minute (``0.36 s``),
+    for comparing a file with a limit."""
+    if precise and seconds < 60:
+        return f"{max(0.0, seconds):.2f} s"
     seconds = int(max(0, seconds))
     if seconds < 60:
         return f"{seconds} s"

@@ -19,7 +19,7 @@ from klipnote import media
 from klipnote.errors import InputRejected, KlipnoteError
 from klipnote.fsio import sha256_file
 from klipnote.job import InputInfo, JobRequest, JobState, Status
-from klipnote.render import size
+from klipnote.render import duration, size
 from klipnote.spool import Spool
 
 STDIN_MARK = "-"
@@ -125,7 +125,8 @@ def validate(path: Path, limits: Limits) -> InputInfo:
         )
     if info.duration is not None and info.duration > limits.max_duration_hours * 3600:
         raise InputRejected(
-            f"too long: {_hms(info.duration)}, the limit is {_hms(limits.max_duration_hours * 3600)} "
+            f"too long: {duration(info.duration, precise=True)}, the limit is "
+            f"{duration(limits.max_duration_hours * 3600, precise=True)} "
             "(MAX_DURATION_HOURS)"
         )
     try:
@@ -202,11 +203,3 @@ def _submit_one(
             best = min(existing, key=lambda st: _SKIP_PREFERENCE.index(st.state))
             return Outcome(candidate.text, status=best, skipped=True)
         return Outcome(candidate.text, status=spool.submit(info, candidate.path, request, copy=copy))
-
-
-def _hms(seconds: float) -> str:
-    """``2 h 05 min``, ``3 min 20 s``, ``0.36 s``."""
-    if seconds < 60:
-        return f"{seconds:.2f} s"
-    hours, rest = divmod(round(seconds), 3600)
-    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
