@@ -21,6 +21,7 @@ percent worth extrapolating (or one of a stage that started late), so they have 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,7 @@ class WorkerView:
                 "current_job": self.job.to_json() if self.job else None, "jobs_done": r.jobs_done,
                 "jobs_failed": r.jobs_failed, "audio_seconds": round(r.audio_seconds, 3),
                 "processing_seconds": round(r.processing_seconds, 3), "started_at": r.started_at,
-                "heartbeat_at": r.heartbeat_at, "heartbeat_age": round(self.heartbeat_age, 1),
+                "heartbeat_at": r.heartbeat_at, "heartbeat_age": _ceil_tenth(self.heartbeat_age),
                 "uptime": round(self.uptime, 1), "details": r.details}
 
 
@@ -198,3 +199,9 @@ def snapshot(spool: Spool, cache: StatusCache | None = None, *, jobs: bool = Tru
         by_state = {JobState.QUEUED.value: sum(queues.values()), JobState.RUNNING.value: claimed, **finished}
     return Snapshot(spool.root, at, shown, len(views) - len(shown), queues, counts, by_state, running, failed,
                     unserved_lanes(queues, counts))
+
+
+def _ceil_tenth(seconds: float) -> float:
+    """Up to the next tenth: an age shown as 3.0 s must never belong to a worker judged offline for
+    a heartbeat older than a 3 s lease."""
+    return math.ceil(seconds * 10) / 10

@@ -21,12 +21,14 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from klipnote import defaults
 from klipnote.fsio import atomic_write_json
 from klipnote.job import JobState, now
 from klipnote.metrics import Metric, MetricType, Sample, exposition
-from klipnote.monitor import StatusCache
+from klipnote.monitor import StatusCache, _ceil_tenth
 from klipnote.spool import HOSTNAME
 
 from .e2ekit import WHISPERX_WORKER, worker_env
@@ -524,3 +526,11 @@ def test_a_real_whisperx_worker_is_seen_and_counted(spool_dir, corpus, model_cac
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=60)
+
+
+@given(st.floats(0, 1e6), st.floats(0.1, 3600))
+def test_a_shown_heartbeat_age_is_past_the_lease_whenever_the_real_one_is(age, lease):
+    shown = _ceil_tenth(age)
+    assert shown >= age and shown - age < 0.1 + 1e-6
+    if age > lease:
+        assert shown > lease
