@@ -1,5 +1,8 @@
 """Engines turn 16 kHz mono audio into a :class:`~klipnote.transcript.Transcript`.
 
+An engine decodes windows (VAD cuts of at most 30 s) of one or several jobs in shared batches;
+:mod:`klipnote.engines.batching` drives it, and its ``transcribe`` runs one file alone.
+
 Each engine lives in its own module and imports its heavy libraries (torch, whisperx,
 transformers) only there, so the CLI never pays for them. :func:`create` picks one by name.
 """
@@ -14,10 +17,10 @@ from klipnote.errors import KlipnoteError
 from klipnote.job import Lane, Model, Stage
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from klipnote.config import Settings
+    from klipnote.engines.batching import Job, Window
     from klipnote.transcript import Transcript
+    from klipnote.windows import Span
 
 #: ``progress(stage, percent)``: engines call it often; it raises to stop a job that must end.
 Progress = Callable[[Stage, float], None]
@@ -33,6 +36,8 @@ class JobOptions:
 
 
 class Engine(Protocol):
+    """A loaded model that decodes windows of several jobs' audio together (:mod:`klipnote.engines.batching`)."""
+
     name: str
     lanes: tuple[Lane, ...]
     batch_size: int
@@ -43,14 +48,17 @@ class Engine(Protocol):
     def describe(self) -> dict[str, Any]:
         """Model, path, device, compute type and library versions, for status and the result JSON."""
 
-    def transcribe(self, audio: np.ndarray, options: JobOptions, progress: Progress) -> Transcript:
-        """Transcribe one file's samples; raise :class:`~klipnote.errors.KlipnoteError` for the user."""
+    def plan(self, job: Job) -> list[Span]:
+        """The windows to decode for one job (VAD cuts of at most 30 s); raise for a job that cannot run here."""
 
-    def detect_language(self, audio: np.ndarray) -> tuple[str, float | None]:
-        """Language code and probability; needed by engines that serve the ``auto`` lane."""
+    def decode_batch(self, batch: list[Window]) -> list[Any]:
+        """Decode one batch of windows from any jobs; one result per window."""
+
+    def assemble(self, job: Job) -> Transcript:
+        """A job's transcript from its decoded windows; raise :class:`~klipnote.errors.KlipnoteError` for the user."""
 
     def is_out_of_memory(self, exc: BaseException) -> bool:
-        """Whether ``exc`` means the accelerator ran out of memory (the worker retries smaller)."""
+        """Whether ``exc`` means the accelerator ran out of memory (the batch is retried at half the size)."""
 
 
 def create(model: Model, settings: Settings, *, device: str, batch_size: int | None = None) -> Engine:
