@@ -31,9 +31,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("klipnote.batching")
 
-#: ``on_language(language, probability)``: called once the engine has heard a job's language; returning
-#: False takes the job away from this engine (routing handed it to another lane).
-LanguageHandOff = Callable[[str, "float | None"], bool]
+#: ``on_language(language, probability, error)``: called once the engine has heard a job's language (or
+#: failed to: ``language`` None and ``error`` why); returning False takes the job away from this engine
+#: (routing handed it to another lane).
+LanguageHandOff = Callable[["str | None", "float | None", "str | None"], bool]
 
 
 @dataclass
@@ -44,6 +45,7 @@ class Request:
     options: JobOptions
     progress: Progress
     on_language: LanguageHandOff | None = None
+    note: Callable[[str], None] | None = None  # a line for the job's own log (its batch shrank, ...)
 
 
 @dataclass
@@ -84,12 +86,13 @@ class Job:
         """Pass progress to the job; an exception from it (canceled, handed back) ends this job only."""
         return self._guard(self.request.progress, stage, percent)
 
-    def decide_language(self, language: str, probability: float | None) -> bool:
-        """Record the language heard; False when the job has left (handed off, or its callback raised)."""
+    def decide_language(self, language: str | None, probability: float | None, error: str | None = None) -> bool:
+        """Record the language heard (None: detection failed, ``error`` says why); False when the job has
+        left (handed off, or its callback raised)."""
         self.language, self.probability = language, probability
         hand_off = self.request.on_language
         if hand_off is not None and self.alive:
-            kept = self._guard(hand_off, language, probability)
+            kept = self._guard(hand_off, language, probability, error)
             if kept is False:
                 self.handed_off = True
         return self.alive
@@ -160,7 +163,7 @@ def run(engine: WindowedEngine, requests: Sequence[Request]) -> Iterator[Finishe
         except Exception as exc:
             if not engine.is_out_of_memory(exc):
                 raise
-            _shrink(engine, exc)
+            _shrink(engine, exc, batch)
             continue
         position = consumed
         touched: dict[int, Job] = {}
@@ -205,10 +208,14 @@ def _finish(engine: WindowedEngine, job: Job) -> Finished:
     return Finished(job.request, error=job.error)
 
 
-def _shrink(engine: WindowedEngine, exc: BaseException) -> None:
+def _shrink(engine: WindowedEngine, exc: BaseException, batch: list[Window]) -> None:
     """Halve the batch after an out-of-memory error, down to 1; past that the model cannot run here."""
     if engine.batch_size <= 1:
         raise KlipnoteError("out of GPU memory even with batch size 1: use a smaller model, a GPU with more "
                             "memory, or --device cpu") from exc
     engine.batch_size = max(1, engine.batch_size // 2)
-    log.warning("out of memory; retrying with batch size %d", engine.batch_size)
+    message = f"out of memory; retrying with batch size {engine.batch_size}"
+    log.warning("%s", message)
+    for job in {id(window.job): window.job for window in batch}.values():
+        if job.request.note is not None:
+            job.request.note(message)

@@ -1,38 +1,60 @@
-"""The whisperx engine: batched faster-whisper over pyannote VAD cuts, then timed words.
+"""The whisperx engine: pyannote VAD cuts, one CTranslate2 encoder pass per window, timed words.
 
-Words are timed by wav2vec2 alignment (``whisperx.align``) when an alignment model for the
-language can be loaded (locally or from a hub); otherwise by Whisper's own cross-attention
-alignment heads, run on each cut with the text whisperx decoded. Every result has timed words,
-and its JSON says which method timed them.
+WhisperX's own pipeline encodes each VAD cut to decode it, and the language detection and word
+timing around it encoded the same 30 s again, twice (three encoder passes: most of a short file's
+time). Here each batch of cuts, from one file or from several, is encoded once, and that output
+serves all three: the language of jobs that gave none (``detect_language``), the text (beam search
+as whisperx decodes: no timestamps, one segment per cut) and, where no wav2vec2 alignment model is
+available, the words' times from Whisper's alignment heads (``align``, batched).
+
+whisperx keeps what it is for: its pyannote VAD cuts, wav2vec2 alignment (``whisperx.align``) when
+an alignment model for the language can be loaded, and diarization. Those libraries are imported
+when a job first needs them, so a cron-started worker does not pay for them up front.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from klipnote import cjk, models, modelstore
+from klipnote.audio import SAMPLE_RATE
 from klipnote.config import Settings
-from klipnote.engines import JobOptions, Progress
+from klipnote.engines.batching import Job, Window
 from klipnote.envcheck import version_of
 from klipnote.errors import KlipnoteError, summary
 from klipnote.job import Lane, Stage
 from klipnote.routing import is_mandarin, normalise_language
 from klipnote.transcript import Segment, Transcript, Word, WordTiming
+from klipnote.windows import MAX_WINDOW, Span
 
 log = logging.getLogger("klipnote.whisperx")
 
-SAMPLE_RATE = 16_000
-WINDOW_SECONDS = 30
-#: Windows used to detect the language, chosen among the loudest so silence does not vote.
-DETECTION_WINDOWS = 3
-HOP_LENGTH = 160  # samples per mel frame
+#: Samples in Whisper's 30 s input, and per mel frame.
+WINDOW_SAMPLES = int(MAX_WINDOW) * SAMPLE_RATE
+HOP_LENGTH = 160
+#: Decoding as whisperx's pipeline does by default (``whisperx.asr.load_model``): beam search, no timestamps.
+BEAM_SIZE = 5
+#: pyannote VAD thresholds, whisperx's defaults.
+VAD_ONSET = 0.500
+VAD_OFFSET = 0.363
 #: Punctuation that belongs to the next / the previous word (faster-whisper's defaults).
 PREPEND_PUNCTUATION = "\"'“¿([{-"
 APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
+
+
+@dataclass
+class Decoded:
+    """One window's text and, when Whisper's heads timed them, its words (seconds from the window's start)."""
+
+    text: str
+    words: list[dict[str, Any]] | None = None
 
 
 class WhisperXEngine:
@@ -51,7 +73,9 @@ class WhisperXEngine:
         self.align_model = settings.align_model
         self.diarization_model = settings.diarization_model
         self.model_path: str | None = None
-        self._pipeline: Any = None
+        self._whisper: Any = None  # faster_whisper.WhisperModel
+        self._vad: Any = None
+        self._tokenizers: dict[str, Any] = {}
         self._aligners: dict[str, Any] = {}  # language -> (model, metadata), or the reason it failed
         self._diarizer: Any = None
 
@@ -60,21 +84,24 @@ class WhisperXEngine:
     def load(self) -> None:
         os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")  # no telemetry from pyannote.audio 4
         _quiet_whisperx_logging()
-        import whisperx
+        import torch
+        from faster_whisper import WhisperModel
+        from whisperx.vads import Pyannote
 
         self.model_path = models.resolve_whisper(self.model_name)
         try:
-            pinned = modelstore.pinned_folder(self.model_name, self.settings)  # load_model takes no revision
+            pinned = modelstore.pinned_folder(self.model_name, self.settings)  # a hub name at a pinned revision
             if pinned is not None:
                 self.model_path = str(pinned)
-            self._pipeline = whisperx.load_model(self.model_path, self.device, compute_type=self.compute_type,
-                                                 vad_method="pyannote", threads=os.cpu_count() or 4)
+            self._whisper = WhisperModel(self.model_path, device=self.device, compute_type=self.compute_type,
+                                         cpu_threads=os.cpu_count() or 4)
         except Exception as exc:
             at = f"@{self.revision}" if self.revision else ""
             raise KlipnoteError(
                 f"cannot load Whisper model {self.model_name!r}{at} ({type(exc).__name__}: {exc}); give a local "
                 "CTranslate2 folder or a name the model hub has, or WHISPER_MODEL=base-offline without a hub"
             ) from exc
+        self._vad = Pyannote(torch.device(self.device), token=None, vad_onset=VAD_ONSET, vad_offset=VAD_OFFSET)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -91,81 +118,144 @@ class WhisperXEngine:
         return "out of memory" in str(exc).lower()
 
     @property
-    def _whisper(self) -> Any:
-        """The faster-whisper model inside the whisperx pipeline."""
-        return self._pipeline.model
+    def multilingual(self) -> bool:
+        return bool(self._whisper.model.is_multilingual)
 
-    # ------------------------------------------------------------------ transcribing
+    # ------------------------------------------------------------------ the three steps of batching.run
 
-    def transcribe(self, audio: np.ndarray, options: JobOptions, progress: Progress) -> Transcript:
-        progress(Stage.ROUTING, 0.0)
-        language, probability = self._language(audio, options.language)
-        progress(Stage.TRANSCRIBING, 0.0)
-        result = self._pipeline.transcribe(
-            audio, batch_size=self.batch_size, language=language,
-            progress_callback=lambda percent: progress(Stage.TRANSCRIBING, percent),
-        )
-        raw = [s for s in result["segments"] if s["text"].strip()]
-        progress(Stage.ALIGNING, 0.0)
-        segments, timing, note = self._time_words(audio, raw, language, progress)
-        transcript = Transcript(segments, language, probability, timing, note)
-        if options.diarize:
-            progress(Stage.ENHANCING, 0.0)
-            self._diarize(audio, transcript)
+    def plan(self, job: Job) -> list[Span]:
+        """The job's language if it gave one (English for an English-only model), and its pyannote cuts."""
+        hint = job.request.options.language
+        if hint:
+            job.language = whisper_language(hint)
+        elif not self.multilingual:
+            job.decide_language("en", None)
+        return self.speech(job.request.audio)
+
+    def speech(self, audio: np.ndarray) -> list[Span]:
+        """pyannote's speech regions, merged into cuts of at most 30 s as whisperx merges them."""
+        from whisperx.vads import Pyannote
+
+        regions = self._vad({"waveform": Pyannote.preprocess_audio(audio), "sample_rate": SAMPLE_RATE})
+        cuts = Pyannote.merge_chunks(regions, MAX_WINDOW, onset=VAD_ONSET, offset=VAD_OFFSET)
+        return [Span(float(cut["start"]), float(cut["end"])) for cut in cuts]
+
+    def decode_batch(self, batch: list[Window]) -> list[Decoded]:
+        encoded = self._whisper.encode(_features(batch, self._n_mels))
+        self._settle_languages(batch, encoded)
+        texts = self._generate(batch, encoded)
+        untimed = [i for i, window in enumerate(batch)
+                   if window.job.alive and texts[i].strip() and not isinstance(self._aligner(window.job), tuple)]
+        words = self._align(batch, encoded, texts, untimed)
+        return [Decoded(text, words.get(i)) for i, text in enumerate(texts)]
+
+    def assemble(self, job: Job) -> Transcript:
+        language = job.language
+        spoken = [(job.windows[i], result) for i, result in sorted(job.decoded.items()) if result.text.strip()]
+        if not spoken:
+            return Transcript([], language, job.probability, WordTiming.NONE)
+        job.report(Stage.ALIGNING, 0.0)
+        aligner = self._aligner(job)
+        segments: list[Segment] | None = None
+        if isinstance(aligner, tuple):
+            segments, aligner = self._wav2vec2(job, spoken, aligner)
+        if segments is None:
+            log.info("no wav2vec2 alignment for %s (%s): words timed by Whisper's alignment heads", language, aligner)
+            if any(result.words is None for _, result in spoken):  # wav2vec2 was meant to time them: not done yet
+                spoken = self._retime(job, spoken)
+            segments = [_segment(span, result) for span, result in spoken]
+        job.report(Stage.ALIGNING, 100.0)
+        timing, note = ((WordTiming.ALIGNMENT, None) if isinstance(aligner, tuple)
+                        else (WordTiming.CROSS_ATTENTION, f"no wav2vec2 alignment: {aligner}"))
+        transcript = Transcript(segments, language, job.probability, timing, note)
+        if job.request.options.diarize:
+            job.report(Stage.ENHANCING, 0.0)
+            self._diarize(job.request.audio, transcript)
         return transcript
 
-    def _language(self, audio: np.ndarray, hint: str | None) -> tuple[str, float | None]:
-        """The hint as a Whisper code, or the language detected over several loud windows."""
-        if hint:
-            return whisper_language(hint), None
-        if not self._whisper.model.is_multilingual:
-            return "en", None
-        return self.detect_language(audio)
+    # ------------------------------------------------------------------ one encoder output, three uses
 
-    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
-        """Average Whisper's language probabilities over the loudest 30 s windows of the file."""
-        from whisperx.audio import N_SAMPLES, log_mel_spectrogram
+    @property
+    def _n_mels(self) -> int:
+        return int(self._whisper.feat_kwargs.get("feature_size") or 80)
 
-        totals: dict[str, float] = {}
-        windows = loudest_windows(audio, DETECTION_WINDOWS)
-        n_mels = self._whisper.feat_kwargs.get("feature_size") or 80
-        for start in windows:
-            piece = audio[start:start + N_SAMPLES]
-            features = log_mel_spectrogram(piece, n_mels=n_mels, padding=N_SAMPLES - piece.shape[0])
-            encoded = self._whisper.encode(features.cpu().numpy() if hasattr(features, "cpu") else features)
-            for token, prob in self._whisper.model.detect_language(encoded)[0]:
-                totals[token[2:-2]] = totals.get(token[2:-2], 0.0) + prob / len(windows)
-        language = max(totals, key=totals.__getitem__)
-        log.info("detected language %s (p=%.3f) over %d window(s)", language, totals[language], len(windows))
-        return language, round(totals[language], 4)
+    def _settle_languages(self, batch: list[Window], encoded: Any) -> None:
+        """Detect the language of each job that has none, averaged over its windows in this batch."""
+        undecided = [i for i, window in enumerate(batch) if window.job.alive and window.job.language is None]
+        if not undecided:
+            return
+        heard = self._whisper.model.detect_language(encoded)
+        totals: dict[int, dict[str, float]] = {}
+        for i in undecided:
+            votes = totals.setdefault(id(batch[i].job), {})
+            for token, probability in heard[i]:
+                votes[token[2:-2]] = votes.get(token[2:-2], 0.0) + probability
+        for i in undecided:
+            job = batch[i].job
+            if job.language is None:
+                votes = totals[id(job)]
+                language = max(votes, key=votes.__getitem__)
+                probability = round(votes[language] / sum(votes.values()), 4)
+                log.info("detected language %s (p=%.3f) over %d window(s)", language, probability,
+                         sum(1 for w in batch if w.job is job))
+                job.decide_language(language, probability)
 
-    # ------------------------------------------------------------------ word times
+    def _generate(self, batch: list[Window], encoded: Any) -> list[str]:
+        """Beam search from each window's own prompt (its job's language): one batch, several languages."""
+        whisper = self._whisper
+        prompts = [whisper.get_prompt(self._tokenizer(window.job.language or "en"), [], without_timestamps=True)
+                   for window in batch]
+        results = whisper.model.generate(encoded, prompts, beam_size=BEAM_SIZE, max_length=whisper.max_length,
+                                         suppress_blank=True, suppress_tokens=[-1])
+        eot = whisper.hf_tokenizer.token_to_id("<|endoftext|>")
+        return whisper.hf_tokenizer.decode_batch([[t for t in r.sequences_ids[0] if t < eot] for r in results])
 
-    def _time_words(self, audio: np.ndarray, raw: list[dict], language: str,
-                    progress: Progress) -> tuple[list[Segment], WordTiming, str | None]:
-        """Timed words by wav2vec2 alignment if it can run, else by Whisper's heads, and why not."""
-        if not raw:
-            return [], WordTiming.NONE, None
-        aligner = self._aligner(language)
-        if isinstance(aligner, tuple):
-            import whisperx
+    def _align(self, batch: list[Window], encoded: Any, texts: list[str], rows: list[int]) -> dict[int, list[dict]]:
+        """Word times from the alignment heads for windows ``rows``, one ``align`` call per language."""
+        from faster_whisper.transcribe import merge_punctuations
 
-            try:
-                aligned = whisperx.align(raw, aligner[0], aligner[1], audio, self.device,
-                                         return_char_alignments=False)
-                return [_segment_from_whisperx(s) for s in aligned["segments"]], WordTiming.ALIGNMENT, None
-            except Exception as exc:  # e.g. its sentence splitter's data cannot be downloaded
-                if self.is_out_of_memory(exc):
-                    raise
-                aligner = f"whisperx.align failed: {summary(exc)}"
-        log.info("no wav2vec2 alignment for %s (%s): timing words with Whisper's alignment heads", language, aligner)
-        words = self._cross_attention_words(audio, raw, language, progress)
-        return words, WordTiming.CROSS_ATTENTION, f"no wav2vec2 alignment: {aligner}"
+        by_language: dict[str, list[int]] = {}
+        for i in rows:
+            by_language.setdefault(batch[i].job.language or "en", []).append(i)
+        words: dict[int, list[dict]] = {}
+        for language, group in by_language.items():
+            tokenizer = self._tokenizer(language)
+            tokens = [tokenizer.encode(" " + texts[i].strip()) for i in group]
+            frames = [min(_samples(batch[i]) // HOP_LENGTH, WINDOW_SAMPLES // HOP_LENGTH) for i in group]
+            with _rows(encoded, group) as subset:
+                timed = self._whisper.find_alignment(tokenizer, tokens, subset, frames)
+            for i, found in zip(group, timed, strict=True):
+                merge_punctuations(found, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)  # "Americans," is one word
+                words[i] = found
+        return words
 
-    def _aligner(self, language: str) -> tuple[Any, dict] | str:
-        """A loaded alignment model for ``language``, or why there is none (cached either way)."""
+    def _retime(self, job: Job, spoken: list[tuple[Span, Decoded]]) -> list[tuple[Span, Decoded]]:
+        """Time words by the alignment heads after wav2vec2 failed: encode the job's windows once more."""
+        windows = [Window(job, i) for i, result in sorted(job.decoded.items()) if result.text.strip()]
+        texts = [result.text for _, result in spoken]
+        retimed: list[tuple[Span, Decoded]] = []
+        for first in range(0, len(windows), self.batch_size):
+            part = windows[first:first + self.batch_size]
+            encoded = self._whisper.encode(_features(part, self._n_mels))
+            words = self._align(part, encoded, texts[first:first + len(part)], list(range(len(part))))
+            retimed.extend((w.span, Decoded(texts[first + i], words[i])) for i, w in enumerate(part))
+        return retimed
+
+    def _tokenizer(self, language: str) -> Any:
+        if language not in self._tokenizers:
+            from faster_whisper.tokenizer import Tokenizer
+
+            self._tokenizers[language] = Tokenizer(self._whisper.hf_tokenizer, self.multilingual, task="transcribe",
+                                                   language=language if self.multilingual else None)
+        return self._tokenizers[language]
+
+    # ------------------------------------------------------------------ wav2vec2 alignment
+
+    def _aligner(self, job: Job) -> tuple[Any, dict] | str:
+        """A loaded alignment model for the job's language, or why there is none (cached either way)."""
         if self.align_model == "off":
             return "alignment is off (align_model)"
+        language = job.language or "en"
         if language not in self._aligners:
             import whisperx
 
@@ -176,32 +266,21 @@ class WhisperXEngine:
                 self._aligners[language] = summary(exc)
         return self._aligners[language]
 
-    def _cross_attention_words(self, audio: np.ndarray, raw: list[dict], language: str,
-                               progress: Progress) -> list[Segment]:
-        from faster_whisper.tokenizer import Tokenizer
-        from faster_whisper.transcribe import merge_punctuations
-        from whisperx.audio import N_SAMPLES, log_mel_spectrogram
+    def _wav2vec2(self, job: Job, spoken: list[tuple[Span, Decoded]],
+                  aligner: tuple[Any, dict]) -> tuple[list[Segment] | None, tuple[Any, dict] | str]:
+        """Segments timed by ``whisperx.align``, or None and why it could not run."""
+        import whisperx
 
-        whisper = self._whisper
-        tokenizer = Tokenizer(whisper.hf_tokenizer, whisper.model.is_multilingual, task="transcribe",
-                              language=language if whisper.model.is_multilingual else None)
-        n_mels = whisper.feat_kwargs.get("feature_size") or 80
-        segments = []
-        for index, item in enumerate(raw):
-            start, end, text = float(item["start"]), float(item["end"]), item["text"].strip()
-            piece = audio[int(start * SAMPLE_RATE):int(end * SAMPLE_RATE)][:N_SAMPLES]
-            features = log_mel_spectrogram(piece, n_mels=n_mels, padding=N_SAMPLES - piece.shape[0])
-            encoded = whisper.encode(features.cpu().numpy() if hasattr(features, "cpu") else features)
-            frames = min(piece.shape[0] // HOP_LENGTH, N_SAMPLES // HOP_LENGTH)
-            tokens = tokenizer.encode(" " + text)
-            timed = whisper.find_alignment(tokenizer, [tokens], encoded, frames)[0] if frames else []
-            merge_punctuations(timed, PREPEND_PUNCTUATION, APPEND_PUNCTUATION)  # "Americans," is one word
-            words = [Word(w["word"].strip(), round(min(end, start + w["start"]), 3),
-                          round(min(end, start + w["end"]), 3), round(float(w["probability"]), 3))
-                     for w in timed if w["word"].strip()]
-            segments.append(Segment(start, end, text, words))
-            progress(Stage.ALIGNING, 100.0 * (index + 1) / len(raw))
-        return segments
+        raw = [{"text": result.text.strip(), "start": round(span.start, 3), "end": round(span.end, 3)}
+               for span, result in spoken]
+        try:
+            aligned = whisperx.align(raw, aligner[0], aligner[1], job.request.audio, self.device,
+                                     return_char_alignments=False)
+        except Exception as exc:  # e.g. its sentence splitter's data cannot be downloaded
+            if self.is_out_of_memory(exc):
+                raise
+            return None, f"whisperx.align failed: {summary(exc)}"
+        return [_segment_from_whisperx(s) for s in aligned["segments"]], aligner
 
     # ------------------------------------------------------------------ speakers
 
@@ -248,13 +327,49 @@ def whisper_language(hint: str) -> str:
     return code
 
 
-def loudest_windows(audio: np.ndarray, count: int) -> list[int]:
-    """Start samples of up to ``count`` non-overlapping 30 s windows with the most energy."""
-    size = WINDOW_SECONDS * SAMPLE_RATE
-    starts = list(range(0, max(1, audio.shape[0] - size // 2), size)) or [0]
-    energy = [float(np.mean(np.square(audio[s:s + size]))) if audio[s:s + size].size else 0.0 for s in starts]
-    ranked = sorted(range(len(starts)), key=lambda i: energy[i], reverse=True)[:count]
-    return sorted(starts[i] for i in ranked)
+def _samples(window: Window) -> int:
+    span = window.span
+    return min(int(span.end * SAMPLE_RATE), window.job.request.audio.shape[0]) - int(span.start * SAMPLE_RATE)
+
+
+def _features(batch: list[Window], n_mels: int) -> np.ndarray:
+    """Log-mel features of each window padded to 30 s, as whisperx computes them (per window: its
+    normalisation depends on the window's loudest frame)."""
+    from whisperx.audio import log_mel_spectrogram
+
+    pieces = []
+    for window in batch:
+        span = window.span
+        piece = window.job.request.audio[int(span.start * SAMPLE_RATE):int(span.end * SAMPLE_RATE)][:WINDOW_SAMPLES]
+        pieces.append(log_mel_spectrogram(piece, n_mels=n_mels, padding=WINDOW_SAMPLES - piece.shape[0]).numpy())
+    return np.stack(pieces)
+
+
+@contextmanager
+def _rows(encoded: Any, rows: list[int]) -> Iterator[Any]:
+    """The encoder output's ``rows`` as a StorageView (on the CPU or the GPU), its memory kept alive while used."""
+    if rows == list(range(encoded.shape[0])):
+        yield encoded
+        return
+    import ctranslate2
+
+    if encoded.device == "cuda":
+        import torch
+
+        kept = torch.as_tensor(encoded, device="cuda")[rows].contiguous()
+    else:
+        kept = np.ascontiguousarray(np.asarray(encoded)[rows])
+    yield ctranslate2.StorageView.from_array(kept)
+    del kept
+
+
+def _segment(span: Span, result: Decoded) -> Segment:
+    """A window's segment in file time, with its words clamped inside the window."""
+    start, end = round(span.start, 3), round(span.end, 3)
+    words = [Word(w["word"].strip(), round(min(end, start + w["start"]), 3), round(min(end, start + w["end"]), 3),
+                  round(float(w["probability"]), 3))
+             for w in result.words or [] if w["word"].strip()]
+    return Segment(start, end, result.text.strip(), words)
 
 
 def _segment_from_whisperx(item: dict) -> Segment:
