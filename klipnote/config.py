@@ -72,6 +72,13 @@ def parse_duration(text: str | int | float) -> float:
     return value
 
 
+def _positive_duration(text: Any) -> float:
+    value = parse_duration(text)
+    if value <= 0:
+        raise ValueError("allowed: a duration greater than 0, such as 480 or 8m")
+    return value
+
+
 def _positive_float(text: Any) -> float:
     try:
         value = float(text) if not isinstance(text, bool) else math.nan
@@ -186,6 +193,10 @@ SETTINGS: tuple[Setting, ...] = (
             "int8_float16 or bfloat16"),
     Setting("batch_size", _positive_int, defaults.BATCH_SIZE, ("KLIPNOTE_BATCH_SIZE",),
             "audio windows decoded together"),
+    Setting("batch_jobs", _positive_int, defaults.BATCH_JOBS, ("KLIPNOTE_BATCH_JOBS",),
+            "waiting jobs a worker claims at once to share its batches (1: one job at a time)"),
+    Setting("batch_audio", _positive_duration, defaults.BATCH_AUDIO, ("KLIPNOTE_BATCH_AUDIO",),
+            "a worker claims no more jobs for one shared batch once they hold this much audio (90, 8m)"),
     Setting("align_model", _text, defaults.ALIGN_MODEL, ("KLIPNOTE_ALIGN_MODEL",),
             "wav2vec2 model timing whisperx words: auto (whisperx's choice per language), off, a name or a folder"),
     Setting("belle2_model", _text, defaults.BELLE2_MODEL, ("BELLE2_MODEL_NAME",),

@@ -61,6 +61,12 @@ ENABLE_OPTIMIZATION = True
 OPTIMIZER_ENGINE = "auto"
 #: Audio windows decoded together; halved on CUDA out-of-memory down to 1.
 BATCH_SIZE = 16
+#: Waiting jobs a worker claims at once to share its batches (1: one job at a time). A cron folder of
+#: short files otherwise leaves most of each batch empty.
+BATCH_JOBS = 16
+#: A worker stops claiming more jobs for one shared batch once those it holds have this much audio
+#: (seconds): 16 windows of 30 s, one full batch; the rest stays queued for other workers.
+BATCH_AUDIO = 480.0
 #: BELLE-2's checkpoint: a hub id or a local folder. Original service name: BELLE2_MODEL_NAME.
 BELLE2_MODEL = "BELLE-2/Belle-whisper-large-v3-zh"
 #: Seconds a stopping worker lets its current job run on before handing it back.

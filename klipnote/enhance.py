@@ -85,6 +85,14 @@ def enhance(transcript: Transcript, audio: np.ndarray, steps: tuple[Step, ...], 
     return cues, report
 
 
+def for_job(transcript: Transcript, audio: np.ndarray, options: dict[str, Any], default_steps: tuple[Step, ...],
+            split_by: SplitBy) -> tuple[list[subtitles.Cue], Report]:
+    """The steps a job chose at submit (``options["enhance"]``), else the worker's default, under the job's
+    style rules."""
+    steps = parse_steps(options["enhance"]) if "enhance" in options else default_steps
+    return enhance(transcript, audio, steps, split_by, subtitles.StyleRules(**options.get("style", {})))
+
+
 def choose_split(transcript: Transcript, wanted: SplitBy) -> tuple[SplitBy, str]:
     has_words = transcript.word_timing is not WordTiming.NONE and any(s.words for s in transcript.segments)
     if wanted is SplitBy.AUTO:

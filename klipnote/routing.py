@@ -1,14 +1,19 @@
 """Which lane a job enters at submit: the user's choice, or a decision from the language hint.
 
 Routing that needs the audio (auto without a hint) happens later in a whisperx worker; here a
-hint-less auto job goes to the ``auto`` lane, which whisperx workers serve.
+hint-less auto job goes to the ``auto`` lane, which whisperx workers serve, and :func:`settle`
+records the decision and hands the job over once the worker's engine has heard its language.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from klipnote.job import Lane, Model
+
+if TYPE_CHECKING:
+    from klipnote.claim import Claim
 
 #: Language hints that mean Mandarin (compared after lower-casing and ``_`` -> ``-``).
 MANDARIN_HINTS = frozenset({"zh", "zh-cn", "zh-hans", "zh-hant", "zh-tw", "zh-hk", "zh-sg", "cmn", "mandarin"})
@@ -60,3 +65,15 @@ def route_after_detection(language: str | None, probability: float | None, belle
     if not belle2_alive:
         return Route(Lane.WHISPERX, f"{heard}, but no live belle2 worker: whisperx transcribes it")
     return Route(Lane.BELLE2, f"{heard}: handed to belle2")
+
+
+def settle(claim: Claim, language: str | None, probability: float | None, error: str | None, belle2_alive: bool,
+           serves: tuple[Lane, ...]) -> Route:
+    """Record where an ``auto`` job goes now that its language was heard, and hand it over when the lane
+    it belongs to is not one this worker serves (routing uses no attempt: the claim is released)."""
+    route = route_after_detection(language, probability, belle2_alive, error)
+    claim.update(routing={**claim.status.routing, "decided": route.lane.value, "reason": route.reason,
+                          "detected_language": language, "language_probability": probability})
+    if route.lane not in serves:
+        claim.release(route.reason, lane=route.lane, engine=None)
+    return route

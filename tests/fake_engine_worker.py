@@ -3,8 +3,11 @@
 Only the model is faked: decoding (real ffmpeg), claims, heartbeats, signals, status, outputs
 and delivery are the production code. The engine's behaviour is set by environment variables:
 
-- ``FAKE_WORK``: seconds each transcription takes (reported as progress every 50 ms)
-- ``FAKE_FAIL_LANGUAGE``: jobs submitted with this language hint make the engine raise
+- ``FAKE_WORK``: seconds each batch takes (reported as progress every 50 ms); with ``--batch-jobs 1``
+  (the default here) a batch holds one job
+- ``FAKE_FAIL_LANGUAGE``: jobs submitted with this language hint make the engine raise (their own error)
+- ``FAKE_CRASH_LANGUAGE``: a batch holding a job with this language hint makes the model raise (an
+  error of the whole batch, which cannot be pinned on one job)
 - ``FAKE_OOM``: the first N transcriptions raise a CUDA-style out-of-memory error
 - ``FAKE_LANGUAGE``: what language detection hears (``fail`` makes it raise); default ``en``
 
@@ -20,16 +23,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
-from klipnote.engines import JobOptions, Progress
+from klipnote.engines.batching import Job, Window
 from klipnote.job import Lane, Stage
 from klipnote.spool import Spool
 from klipnote.transcript import Segment, Transcript, Word, WordTiming
+from klipnote.windows import Span
 from klipnote.worker import Worker, WorkerOptions, setup_logging
 
 
 class FakeEngine:
+    """One window per file; a batch takes ``FAKE_WORK`` seconds whatever it holds, reporting progress
+    every 50 ms to each of its jobs (as a real batch makes them wait together)."""
+
     name = "fake"
 
     def __init__(self, batch_size: int, lanes: tuple[Lane, ...]) -> None:
@@ -38,6 +43,8 @@ class FakeEngine:
         self.work = float(os.environ.get("FAKE_WORK", "0"))
         self.fail_language = os.environ.get("FAKE_FAIL_LANGUAGE")
         self.ooms_left = int(os.environ.get("FAKE_OOM", "0"))
+        self.heard = os.environ.get("FAKE_LANGUAGE", "en")
+        self.crash_language = os.environ.get("FAKE_CRASH_LANGUAGE")
 
     def load(self) -> None:
         pass
@@ -45,29 +52,41 @@ class FakeEngine:
     def describe(self) -> dict:
         return {"engine": self.name, "model": "fake", "device": "cpu", "compute_type": "none", "versions": {}}
 
-    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
-        heard = os.environ.get("FAKE_LANGUAGE", "en")
-        if heard == "fail":
-            raise RuntimeError("the fake detector heard nothing")
-        return heard, 0.97
-
     def is_out_of_memory(self, exc: BaseException) -> bool:
         return "out of memory" in str(exc)
 
-    def transcribe(self, audio: np.ndarray, options: JobOptions, progress: Progress) -> Transcript:
+    def plan(self, job: Job) -> list[Span]:
+        if self.fail_language and job.request.options.language == self.fail_language:
+            raise RuntimeError("the fake engine was told to fail")
+        job.language = job.request.options.language
+        return [Span(0.0, job.request.audio.shape[0] / 16_000)]
+
+    def decode_batch(self, batch: list[Window]) -> list[str]:
         if self.ooms_left:
             self.ooms_left -= 1
             raise RuntimeError(f"CUDA failed with error out of memory (batch size {self.batch_size})")
-        seconds = audio.shape[0] / 16_000
-        if self.fail_language and options.language == self.fail_language:
-            raise RuntimeError("the fake engine was told to fail")
+        if self.crash_language and any(w.job.request.options.language == self.crash_language for w in batch):
+            raise RuntimeError("the fake model crashed on this batch")
+        jobs = list({id(w.job): w.job for w in batch}.values())
+        for job in jobs:
+            if job.language is None:
+                if self.heard == "fail":
+                    job.decide_language(None, None, "RuntimeError: the fake detector heard nothing")
+                else:
+                    job.decide_language(self.heard, 0.97)
         deadline = time.monotonic() + self.work
         while time.monotonic() < deadline:
             time.sleep(0.05)
-            progress(Stage.TRANSCRIBING, 100 * (1 - (deadline - time.monotonic()) / self.work))
+            for job in jobs:
+                job.report(Stage.TRANSCRIBING, 100 * (1 - (deadline - time.monotonic()) / self.work))
+        return [f"fake transcript of {w.span.length:.2f} s at batch {self.batch_size}" for w in batch]
+
+    def assemble(self, job: Job) -> Transcript:
+        (span,) = job.windows
+        seconds = span.length
         words = [Word("fake", 0.0, seconds / 2, 0.9), Word("words", seconds / 2, seconds, 0.9)]
-        segment = Segment(0.0, seconds, f"fake transcript of {seconds:.2f} s at batch {self.batch_size}", words)
-        return Transcript([segment], options.language or "en", 1.0, WordTiming.CROSS_ATTENTION)
+        segment = Segment(0.0, seconds, job.decoded[0], words)
+        return Transcript([segment], job.language or "en", 1.0, WordTiming.CROSS_ATTENTION)
 
 
 def main() -> int:
@@ -75,6 +94,8 @@ def main() -> int:
     parser.add_argument("--spool", type=Path, required=True)
     parser.add_argument("--id", "--name", default="fake-worker")
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--batch-jobs", type=int, default=1)
+    parser.add_argument("--batch-audio", type=float, default=480.0)
     parser.add_argument("--once", action="store_true")
     parser.add_argument("--drain", action="store_true")
     parser.add_argument("--max-jobs", type=int)
@@ -87,7 +108,8 @@ def main() -> int:
                   heartbeat_interval=float(os.environ.get("KLIPNOTE_HEARTBEAT_INTERVAL", "0.2"))).open()
     engine = FakeEngine(args.batch_size, tuple(Lane(name) for name in args.lanes.split(",")))
     options = WorkerOptions(lanes=engine.lanes, once=args.once, drain=args.drain, max_jobs=args.max_jobs,
-                            idle_exit=args.idle_exit, grace=args.grace, poll_interval=0.1)
+                            idle_exit=args.idle_exit, grace=args.grace, poll_interval=0.1,
+                            batch_jobs=args.batch_jobs, batch_audio=args.batch_audio)
     return Worker(spool, engine, options, args.id).run()
 
 

@@ -34,7 +34,7 @@ WORKERS = 3
 KILLS = 15
 #: What the test allows the whole run, so that a hang fails with a diagnosis instead of a CI timeout.
 PATIENCE = 240.0
-#: A successful finish in a job's own log (klipnote.worker.JobLog): which worker, which attempt.
+#: A successful finish in a job's own log (klipnote.attempt.JobLog): which worker, which attempt.
 FINISH = re.compile(r" (\S+) attempt (\d+): done in ")
 
 

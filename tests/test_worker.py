@@ -20,7 +20,7 @@ from klipnote.submit import Limits, expand, submit_paths
 from klipnote.worker import Worker, WorkerOptions
 
 from .fake_engine_worker import FakeEngine
-from .spoolkit import damage
+from .spoolkit import damage, leftovers
 
 FAKE = Path(__file__).with_name("fake_engine_worker.py")
 LIMITS = Limits(max_file_size=2**31, max_duration_hours=2.0)
@@ -329,3 +329,92 @@ def test_a_job_without_enhancement_keeps_one_cue_per_segment(spool, spool_dir, m
     assert [c["text"] for c in kept["cues"]] == [s["text"] for s in kept["segments"]]
     steps = json.loads((spool.job_dir(enhanced) / "transcript.json").read_text())["metadata"]["enhancement"]
     assert [s["step"] for s in steps] == ["vad", "refine", "split"]
+
+
+# ---------------------------------------------------------------------- shared batches across jobs
+
+
+def batch_of(spool: Spool, job_id: str) -> int:
+    return json.loads((spool.job_dir(job_id) / "transcript.json").read_text())["metadata"]["batch_jobs"]
+
+
+def test_waiting_jobs_are_claimed_together_up_to_batch_jobs_and_each_commits_alone(spool, spool_dir, media):
+    ids = submit(spool, *[media["wav"]] * 5)
+    proc = run_worker(spool_dir, "--drain", "--batch-jobs", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert states(spool, ids) == [JobState.DONE] * 5
+    assert [batch_of(spool, job_id) for job_id in ids] == [3, 3, 3, 2, 2]
+    for job_id in ids:  # one claim, one attempt, one commit each
+        status = spool.load_status(job_id)
+        assert (status.attempt, status.worker["id"]) == (1, "fake-worker")
+        assert [line for line in (spool.job_dir(job_id) / "worker.log").read_text().splitlines() if "done in" in line]
+    assert (record(spool).jobs_done, record(spool).jobs_failed) == (5, 0)
+
+
+def test_batch_audio_stops_claiming_once_the_claimed_jobs_hold_that_much(spool, spool_dir, media):
+    ids = submit(spool, *[media["wav"]] * 3)  # 1 s each
+    assert run_worker(spool_dir, "--drain", "--batch-jobs", "8").returncode == 0
+    assert [batch_of(spool, job_id) for job_id in ids] == [3, 3, 3]
+    more = submit(spool, *[media["wav"]] * 3)
+    assert run_worker(spool_dir, "--drain", "--batch-jobs", "8", "--batch-audio", "1.5").returncode == 0
+    assert [batch_of(spool, job_id) for job_id in more] == [2, 2, 1]
+
+
+def test_in_a_shared_batch_a_corrupt_file_and_an_engine_error_fail_alone(spool, spool_dir, media):
+    broken, fine, bad, good = submit(spool, media["wav"], media["mp3"], media["wav"], media["wav"])
+    damage(spool.job_dir(broken) / "input.wav")
+    (refused,) = submit(spool, media["wav"], language="xx-fail")
+    assert run_worker(spool_dir, "--drain", "--batch-jobs", "8", env={"FAKE_FAIL_LANGUAGE": "xx-fail"}).returncode == 0
+    assert "ffmpeg could not decode" in spool.load_status(broken).error
+    assert spool.load_status(refused).error == "fake engine error: RuntimeError: the fake engine was told to fail"
+    assert states(spool, [fine, bad, good]) == [JobState.DONE] * 3
+    assert (record(spool).jobs_done, record(spool).jobs_failed) == (3, 2)
+
+
+def test_a_model_error_on_a_shared_batch_reruns_its_jobs_one_at_a_time_so_only_the_culprit_fails(spool, spool_dir,
+                                                                                                media):
+    first, culprit, last = submit(spool, media["wav"]), submit(spool, media["wav"], language="de"), submit(
+        spool, media["wav"])
+    proc = run_worker(spool_dir, "--drain", "--batch-jobs", "8", env={"FAKE_CRASH_LANGUAGE": "de"})
+    assert proc.returncode == 0 and "a shared batch failed" in proc.stderr
+    assert states(spool, first + last) == [JobState.DONE] * 2
+    assert [batch_of(spool, job_id) for job_id in first + last] == [1, 1]
+    failed = spool.load_status(culprit[0])
+    assert failed.error == "fake engine error: RuntimeError: the fake model crashed on this batch"
+
+
+def test_canceling_one_job_of_a_running_batch_leaves_the_others_to_finish(spool, spool_dir, media, klipnote):
+    ids = submit(spool, *[media["wav"]] * 3)
+    worker = start_worker(spool_dir, "--drain", "--batch-jobs", "3", env={"FAKE_WORK": "3"})
+    wait_until(lambda: states(spool, ids) == [JobState.RUNNING] * 3)
+    assert klipnote("cancel", ids[1]).returncode == 0
+    assert worker.wait(timeout=60) == 0
+    assert states(spool, ids) == [JobState.DONE, JobState.CANCELED, JobState.DONE]
+    assert not list(spool.job_dir(ids[1]).glob("transcript.*"))
+    assert leftovers(spool) == []
+
+
+def test_a_stopped_worker_hands_every_job_of_its_batch_back_without_using_an_attempt(spool, spool_dir, media):
+    ids = submit(spool, *[media["wav"]] * 3)
+    worker = start_worker(spool_dir, "--batch-jobs", "3", "--grace", "0", env={"FAKE_WORK": "30"})
+    wait_until(lambda: states(spool, ids) == [JobState.RUNNING] * 3)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    for job_id in ids:
+        status = spool.load_status(job_id)
+        assert (status.state, status.attempt) == (JobState.QUEUED, 0), status.message
+        assert status.message.startswith("handed back: worker fake-worker was stopped")
+    assert sum(spool.queue_lengths().values()) == 3 and leftovers(spool) == []
+
+
+def test_a_batch_killed_with_sigkill_gives_every_claimed_job_back(spool, spool_dir, media):
+    ids = submit(spool, *[media["wav"]] * 3)
+    victim = start_worker(spool_dir, "--batch-jobs", "3", env={"FAKE_WORK": "60"})
+    wait_until(lambda: states(spool, ids) == [JobState.RUNNING] * 3)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert run_worker(spool_dir, "--drain", "--batch-jobs", "3", "--id", "rescuer").returncode == 0
+    for job_id in ids:
+        status = spool.load_status(job_id)
+        assert (status.state, status.attempt, status.worker["id"]) == (JobState.DONE, 2, "rescuer")
+    assert leftovers(spool) == []

@@ -25,6 +25,12 @@ def worker(
         "(sets CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER=PCI_BUS_ID).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
         min=1, help="Audio windows decoded together; halved automatically on out-of-memory.")] = None,
+    batch_jobs: Annotated[Optional[int], typer.Option(
+        min=1, help="Waiting jobs claimed at once to share batches (a cron folder of short files fills them); "
+        "1 runs one job at a time. Default: KLIPNOTE_BATCH_JOBS, else 16.")] = None,
+    batch_audio: Annotated[Optional[str], typer.Option(
+        metavar="DURATION", help="Claim no more jobs for one shared batch once they hold this much audio "
+        "(480, 8m). Default: KLIPNOTE_BATCH_AUDIO, else 8m.")] = None,
     whisper_model: Annotated[Optional[str], typer.Option(
         help="whisperx model: a name, a local CTranslate2 folder, or base-offline. Default: WHISPER_MODEL.")] = None,
     once: Annotated[bool, typer.Option("--once", help="Run one job, then exit.")] = False,
@@ -39,7 +45,11 @@ def worker(
         help="Worker id (default: MODEL-HOST-PID). A name a live worker holds is refused (exit 2); a service "
         "that restarts, or a cron drain, should pass a fixed one so that its restarts share one record.")] = None,
 ) -> None:
-    """Run a transcription worker: load the model once, then take jobs from the spool one at a time."""
+    """Run a transcription worker: load the model once, then take jobs from the spool.
+
+    When several jobs wait, it claims up to --batch-jobs of them and decodes their audio windows in
+    shared batches; each job still commits, fails or is canceled on its own.
+    """
     from klipnote import engines, envcheck, modelstore
     from klipnote.enhance import ALL_STEPS, SplitBy
     from klipnote.registry import Registry, worker_id
@@ -48,7 +58,8 @@ def worker(
     if model is Model.AUTO:
         raise UsageError("a worker runs one engine: --model whisperx or --model belle2")
     session = session_of(ctx)
-    session.flags.update(device=device, whisper_model=whisper_model, batch_size=batch_size)
+    session.flags.update(device=device, whisper_model=whisper_model, batch_size=batch_size, batch_jobs=batch_jobs,
+                         batch_audio=batch_audio)
     settings = session.settings
     spool = session.spool(create=True)
     identity = worker_id(model.value, name)
@@ -62,5 +73,6 @@ def worker(
     options = WorkerOptions(lanes=engine.lanes, once=once, drain=drain, max_jobs=max_jobs, idle_exit=idle_exit,
                             grace=grace, device=resolved, details=details,
                             enhance=ALL_STEPS if settings.enable_optimization else (),
-                            split_by=SplitBy(settings.optimizer_engine))
+                            split_by=SplitBy(settings.optimizer_engine), batch_jobs=settings.batch_jobs,
+                            batch_audio=settings.batch_audio)
     raise typer.Exit(Worker(spool, engine, options, identity, out=ready_line_out).run())

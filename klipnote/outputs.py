@@ -1,0 +1,79 @@
+"""A finished job's files: rendered into its claim's staging folder, then copied where the job asked.
+
+Outputs are staged and become visible only when the claim commits (:meth:`klipnote.claim.Claim.finish`);
+copies to ``--output-dir`` or beside the input are made before that commit, so they are at-least-once
+like the job itself, and as idempotent as the outputs (a job run twice writes the same files).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from klipnote import __version__, writers
+from klipnote.fsio import atomic_write_text
+from klipnote.job import Manifest, output_name
+
+if TYPE_CHECKING:
+    from klipnote.claim import Claim
+    from klipnote.enhance import Report
+    from klipnote.subtitles import Cue
+    from klipnote.transcript import Transcript
+
+#: Mode of the copies delivered outside the spool (beside the input, in --output-dir).
+DELIVERED_MODE = 0o644
+
+
+def metadata(claim: Claim, transcript: Transcript, report: Report, engine: dict[str, Any], *, worker: str,
+             batch: dict[str, Any], timings: dict[str, float], duration: float) -> dict[str, Any]:
+    """The result JSON's ``metadata``: what ran, how, and how long it took (``engine`` is its ``describe()``)."""
+    manifest = claim.manifest
+    return {
+        "job": claim.job_id,
+        "input": {"name": manifest.input.name, "duration": duration, "sha256": manifest.input.sha256},
+        **engine,
+        **batch,
+        "word_timestamps": transcript.word_timing.value,
+        "word_timestamps_note": transcript.word_timing_note,
+        "enhancement": report.steps,
+        "routing": claim.status.routing,
+        "attempt": claim.attempt,
+        "worker": worker,
+        "klipnote_version": __version__,
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "real_time_factor": round(timings["total"] / duration, 4) if duration else None,
+    }
+
+
+def write(claim: Claim, transcript: Transcript, cues: list[Cue], meta: dict[str, Any],
+          file_mode: int) -> dict[str, Path]:
+    """Render every format the job asked for into the claim's staging folder; paths by file name."""
+    written = {}
+    for name, text in writers.render(transcript, claim.manifest.formats, meta, cues).items():
+        path = claim.output_dir / name
+        atomic_write_text(path, text, file_mode)
+        written[name] = path
+    return written
+
+
+def deliver(files: dict[str, Path], manifest: Manifest) -> list[str]:
+    """Copy outputs to ``--output-dir`` and/or beside the input as ``<input stem>.<format>``.
+
+    Returns a line for each copy that failed (the job still succeeds; its outputs are in the spool).
+    """
+    targets = []
+    if manifest.output_dir:
+        targets.append(Path(manifest.output_dir))
+    if manifest.next_to_input:
+        targets.append(Path(manifest.input.path).parent)
+    problems = []
+    stem = Path(manifest.input.name).stem
+    for folder in targets:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for fmt in manifest.formats:
+                source = files[output_name(fmt)]
+                atomic_write_text(folder / f"{stem}.{fmt.value}", source.read_text(encoding="utf-8"), DELIVERED_MODE)
+        except OSError as exc:
+            problems.append(f"could not copy outputs to {folder}: {exc.strerror or exc}")
+    return problems
