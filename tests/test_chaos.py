@@ -49,7 +49,10 @@ def victims(spool: Spool, ids: list[str], pids: set[int]) -> list[int]:
     return [pid for pid, attempt in busy.items() if attempt == min(busy.values())]
 
 
-def test_workers_killed_mid_job_again_and_again_lose_nothing_and_commit_each_job_once(spool_dir, media, tmp_path):
+@pytest.mark.parametrize("batch_jobs", ["1", "4"])
+def test_workers_killed_mid_job_again_and_again_lose_nothing_and_commit_each_job_once(spool_dir, media, tmp_path,
+                                                                                    batch_jobs):
+    """With ``batch_jobs`` 4 each kill lands on a worker holding up to four claims in one shared batch."""
     seed = int.from_bytes(os.urandom(4), "big")
     chance = random.Random(seed)
     spool = Spool(spool_dir, lease_ttl=5.0, heartbeat_interval=0.2, max_attempts=ATTEMPTS).open()
@@ -61,7 +64,7 @@ def test_workers_killed_mid_job_again_and_again_lose_nothing_and_commit_each_job
     killed: set[str] = set()
 
     def start(n: int) -> None:
-        proc = start_engine_worker(spool_dir, f"w{n}", logs, env=env)
+        proc = start_engine_worker(spool_dir, f"w{n}", logs, "--batch-jobs", batch_jobs, env=env)
         workers[proc.pid] = (f"w{n}", proc)
 
     for n in range(WORKERS):
