@@ -79,7 +79,8 @@ class WorkerView:
         return {"id": r.id, "model": r.model, "lanes": r.lanes, "host": r.host, "pid": r.pid, "device": r.device,
                 "state": self.state.value, "live": self.live, "offline_reason": self.offline_reason,
                 "exit_reason": r.exit_reason,
-                "current_job": self.job.to_json() if self.job else None, "jobs_done": r.jobs_done,
+                "current_job": self.job.to_json() if self.job else None, "current_batch": r.current_batch,
+                "jobs_done": r.jobs_done,
                 "jobs_failed": r.jobs_failed, "audio_seconds": round(r.audio_seconds, 3),
                 "processing_seconds": round(r.processing_seconds, 3), "started_at": r.started_at,
                 "heartbeat_at": r.heartbeat_at, "heartbeat_age": _ceil_tenth(self.heartbeat_age),
@@ -153,13 +154,18 @@ def running_jobs(spool: Spool, cache: StatusCache, at: float) -> tuple[int, list
 
 
 def worker_views(spool: Spool, running: list[RunningJob], at: float) -> list[WorkerView]:
-    """Every registered worker, live ones first. A worker's job is the running job that names it."""
-    by_worker = {job.worker_id: job for job in running}
+    """Every registered worker, live ones first. A worker's job is the running job that names it: the one its
+    record calls current when it runs a shared batch of several."""
+    by_worker: dict[str | None, list[RunningJob]] = {}
+    for job in running:
+        by_worker.setdefault(job.worker_id, []).append(job)
     views = []
     for record in Registry(spool).records():
         state, reason = record.seen(spool.lease_ttl)
         until = at if state.live else record.heartbeat_at
-        views.append(WorkerView(record, state, reason, by_worker.get(record.id), max(0.0, at - record.heartbeat_at),
+        mine = by_worker.get(record.id, [])
+        job = next((j for j in mine if j.status.id == record.current_job), mine[0] if mine else None)
+        views.append(WorkerView(record, state, reason, job, max(0.0, at - record.heartbeat_at),
                                 max(0.0, until - record.started_at)))
     return sorted(views, key=lambda v: (not v.live, v.record.id))
 

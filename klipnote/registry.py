@@ -59,6 +59,7 @@ class WorkerRecord:
     heartbeat_at: float = 0.0
     state: WorkerState = WorkerState.STARTING
     current_job: str | None = None
+    current_batch: list[str] = field(default_factory=list)  # every job of the shared batch it runs
     jobs_done: int = 0
     jobs_failed: int = 0
     audio_seconds: float = 0.0  # audio of the jobs done, summed: with processing_seconds, the real-time factor

@@ -177,7 +177,9 @@ def workers_table(views: Sequence[WorkerView], title: str | None = None) -> Any:
         record, job = view.record, view.job
         state = f"[{WORKER_STATE_STYLE[view.state]}]{view.state.value}[/]"
         doing = view.offline_reason or record.exit_reason or (stage_text(job.status) if job else "-")
-        table.add_row(escape(record.id), escape(record.model), state, job.status.id if job else "-", escape(doing),
+        more = f" +{len(record.current_batch) - 1}" if job and len(record.current_batch) > 1 else ""
+        table.add_row(escape(record.id), escape(record.model), state, f"{job.status.id}{more}" if job else "-",
+                      escape(doing),
                       f"{record.jobs_done}/{record.jobs_failed}", duration(view.uptime),
                       f"{duration(view.heartbeat_age)} ago", escape(f"{record.host}:{record.pid}"),
                       escape(device_text(record)))

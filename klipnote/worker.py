@@ -199,6 +199,7 @@ class Worker:
     def _supervise(self, claims: list[Claim]) -> None:
         """Run the batch in a thread; on a stop request past the grace period, hand every unfinished job back."""
         self.record.current_job = claims[0].job_id
+        self.record.current_batch = [claim.job_id for claim in claims]
         self._set_state(WorkerState.BUSY)
         handed_back = threading.Event()
         attempts = [Attempt(claim, self._context(handed_back)) for claim in claims]
@@ -208,8 +209,9 @@ class Worker:
         while thread.is_alive():
             thread.join(0.1)
             unfinished = [a for a in attempts if a.outcome is None]
-            if unfinished:
+            if unfinished:  # written by the next heartbeat
                 self.record.current_job = unfinished[0].job_id
+                self.record.current_batch = [a.job_id for a in unfinished]
             if (thread.is_alive() and self._stop_requested is not None
                     and time.monotonic() - self._stop_requested >= self.options.grace):
                 handed_back.set()
@@ -223,7 +225,7 @@ class Worker:
                 if thread.is_alive():
                     self._stuck_job = unfinished[0].job_id if unfinished else claims[0].job_id
                 break
-        self.record.current_job = None
+        self.record.current_job, self.record.current_batch = None, []
         self._set_state(WorkerState.STOPPING if self._stop_requested is not None else WorkerState.IDLE)
 
     def _context(self, handed_back: threading.Event) -> Context:

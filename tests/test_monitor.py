@@ -141,6 +141,18 @@ def test_a_worker_is_seen_idle_then_busy_with_its_progress_then_stopped(cli, fak
         in listing.stderr
 
 
+def test_a_worker_running_a_shared_batch_shows_every_job_of_it(cli, fake_worker, media):
+    ids = [submit(cli, media["wav"], "--model", "whisperx") for _ in range(3)]
+    proc = fake_worker("--id", "fw", "--grace", "0", "--batch-jobs", "3", FAKE_WORK="30")
+    busy = poll(lambda: worker(cli, "fw"), lambda w: in_state("busy")(w) and len(w["current_batch"]) == 3)
+    assert busy["current_batch"] == ids and busy["current_job"]["id"] == ids[0]
+    table = flat(cli("workers").stdout)
+    assert re.search(rf"fw fake busy {ids[0]} \+2 (decoding|transcribing)", table), table
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert worker(cli, "fw")["current_batch"] == []
+
+
 def test_a_worker_killed_mid_job_is_offline_and_its_job_queued_again(cli, fake_worker, media):
     proc = fake_worker("--id", "fw", FAKE_WORK="30")
     job_id = submit(cli, media["wav"], "--model", "whisperx")
