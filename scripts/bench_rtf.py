@@ -4,7 +4,7 @@
 Each (engine, model, file) runs in a fresh process of the engine's environment (whisperx:
 ``.venv``, belle2: ``.venv-belle2``), built the way the worker builds it:
 ``klipnote.engines.create(Model.X, settings, device=..., batch_size=...)``, ``.load()``, then
-``decode`` (ffmpeg to 16 kHz mono, as a worker does per job) and ``.transcribe(audio, JobOptions(),
+``decode`` (ffmpeg to 16 kHz mono, as a worker does per job) and ``batching.transcribe(engine, audio, JobOptions(),
 progress)`` twice on the same file. klipnote's enhancement steps (vad, refine, split) and output
 writing are not included: these are the engines' figures.
 
@@ -94,7 +94,7 @@ def child(engine_name: str, model: str, path: str, spawned_at: float, device: st
 
     from klipnote.audio import SAMPLE_RATE, decode
     from klipnote.config import load_settings
-    from klipnote.engines import JobOptions, create
+    from klipnote.engines import JobOptions, batching, create
     from klipnote.job import Model
 
     flags = {"whisper_model": model} if engine_name == "whisperx" else {"belle2_model": model}
@@ -106,7 +106,7 @@ def child(engine_name: str, model: str, path: str, spawned_at: float, device: st
     def once() -> tuple[float, Any, float]:
         began = time.perf_counter()
         audio = decode(Path(path))
-        transcript = engine.transcribe(audio, JobOptions(), lambda stage, percent: None)
+        transcript = batching.transcribe(engine, audio, JobOptions(), lambda stage, percent: None)
         if device == "cuda":
             import torch
 
