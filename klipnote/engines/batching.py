@@ -37,7 +37,7 @@ log = logging.getLogger("klipnote.batching")
 LanguageHandOff = Callable[["str | None", "float | None", "str | None"], bool]
 
 
-@dataclass
+@dataclass(eq=False)  # a request is itself, not its audio's values
 class Request:
     """One job's audio and what it asks, as the worker hands it to an engine."""
 
@@ -61,7 +61,7 @@ class Finished:
         return self.transcript is None and self.error is None
 
 
-@dataclass
+@dataclass(eq=False)
 class Job:
     """A request in flight: its windows, what has been decoded of them, and whether it still runs."""
 
