@@ -77,7 +77,7 @@ WORKER_POLL_INTERVAL = 1.0
 SPOOL_FULL_RETRY_INTERVAL = 5.0
 
 #: Output formats; srt and json are always written.
-OUTPUT_FORMATS = ("srt", "vtt", "txt", "tsv", "json")
+OUTPUT_FORMATS = ("srt", "vtt", "txt", "tsv", "json", "html")
 ALWAYS_WRITTEN_FORMATS = ("srt", "json")
 
 #: Subtitle style rules (``klipnote.subtitles.StyleRules``), after the Netflix Timed Text Style Guide.
@@ -119,3 +119,12 @@ RECENT_FAILURES = 5
 #: last heartbeat (seconds), so that restarts under new ids keep the dashboard and the metrics' series
 #: bounded; ``workers --all`` lists every record until ``gc`` removes it.
 RECENT_DEAD_WORKERS = 3600.0
+
+#: The review page (``--format html``) marks words whose score (alignment or Whisper probability) is below this.
+REVIEW_LOW_WORD_SCORE = 0.5
+#: Bit rate of the Opus copy of the recording embedded in a review page on request (bit/s): speech stays
+#: clear at 24 kbit/s mono, about 11 MB an hour.
+REVIEW_EMBED_BITRATE = 24_000
+#: Largest Opus copy embedded in a review page (bytes; about 2 h at REVIEW_EMBED_BITRATE): a page past this
+#: opens slowly, so it references the recording beside it instead.
+REVIEW_EMBED_MAX_BYTES = 25 * 1024**2

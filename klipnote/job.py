@@ -67,6 +67,7 @@ class OutputFormat(str, Enum):
     TXT = "txt"
     TSV = "tsv"
     JSON = "json"
+    HTML = "html"  # the review page (klipnote.review)
 
 
 def now() -> float:

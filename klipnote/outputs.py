@@ -7,12 +7,13 @@ like the job itself, and as idempotent as the outputs (a job run twice writes th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from klipnote import __version__, writers
+from klipnote import __version__, review, writers
 from klipnote.fsio import atomic_write_text
-from klipnote.job import Manifest, output_name
+from klipnote.job import Manifest, OutputFormat, output_name
 
 if TYPE_CHECKING:
     from klipnote.claim import Claim
@@ -49,7 +50,8 @@ def write(claim: Claim, transcript: Transcript, cues: list[Cue], meta: dict[str,
           file_mode: int) -> dict[str, Path]:
     """Render every format the job asked for into the claim's staging folder; paths by file name."""
     written = {}
-    for name, text in writers.render(transcript, claim.manifest.formats, meta, cues).items():
+    audio = review.Audio(review.sources(claim.job_dir, review.media(claim.manifest, claim.job_dir)))
+    for name, text in writers.render(transcript, claim.manifest.formats, meta, cues, audio=audio).items():
         path = claim.output_dir / name
         atomic_write_text(path, text, file_mode)
         written[name] = path
@@ -73,7 +75,15 @@ def deliver(files: dict[str, Path], manifest: Manifest) -> list[str]:
             folder.mkdir(parents=True, exist_ok=True)
             for fmt in manifest.formats:
                 source = files[output_name(fmt)]
-                atomic_write_text(folder / f"{stem}.{fmt.value}", source.read_text(encoding="utf-8"), DELIVERED_MODE)
+                text = _page_in(folder, files, manifest) if fmt is OutputFormat.HTML else source.read_text("utf-8")
+                atomic_write_text(folder / f"{stem}.{fmt.value}", text, DELIVERED_MODE)
         except OSError as exc:
             problems.append(f"could not copy outputs to {folder}: {exc.strerror or exc}")
     return problems
+
+
+def _page_in(folder: Path, files: dict[str, Path], manifest: Manifest) -> str:
+    """The review page for ``folder``, made again from the result JSON so that it plays the original input
+    by a path relative to there (beside the input: its bare name)."""
+    result = json.loads(files[output_name(OutputFormat.JSON)].read_text("utf-8"))
+    return review.page(result, review.Audio(review.sources(folder, [Path(manifest.input.path)])))

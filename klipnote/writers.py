@@ -1,4 +1,4 @@
-"""Output files from a transcript: SRT, WebVTT, plain text, TSV and the full JSON result.
+"""Output files from a transcript: SRT, WebVTT, plain text, TSV, the full JSON result and the review page.
 
 Each writer is a pure function returning text; the worker writes the files atomically.
 """
@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from klipnote.job import OutputFormat, output_name
 from klipnote.subtitles import Cue, build_cues
 from klipnote.transcript import Transcript
+
+if TYPE_CHECKING:
+    from klipnote.review import Audio
 
 
 def timestamp(seconds: float, decimal: str) -> str:
@@ -58,12 +61,24 @@ def tsv(transcript: Transcript) -> str:
     return "\n".join(rows) + "\n"
 
 
-def result_json(transcript: Transcript, cues: list[Cue], metadata: dict[str, Any]) -> str:
+def result(transcript: Transcript, cues: list[Cue], metadata: dict[str, Any]) -> dict[str, Any]:
+    """The result as the JSON output holds it: the transcript, its cues and the job's metadata."""
     data = transcript.to_dict()
     data["cues"] = [{"start": c.start, "end": c.end, "text": c.text, **({"speaker": c.speaker} if c.speaker else {})}
                     for c in cues]
     data["metadata"] = metadata
-    return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    return data
+
+
+def result_json(transcript: Transcript, cues: list[Cue], metadata: dict[str, Any]) -> str:
+    return json.dumps(result(transcript, cues, metadata), ensure_ascii=False, indent=2) + "\n"
+
+
+def html(transcript: Transcript, cues: list[Cue], metadata: dict[str, Any], audio: Audio | None = None) -> str:
+    """The review page; imported here so that commands which never write one do not load it."""
+    from klipnote import review
+
+    return review.page(result(transcript, cues, metadata), audio or review.Audio())
 
 
 _RENDER: dict[OutputFormat, Callable[[Transcript, list[Cue], dict[str, Any]], str]] = {
@@ -76,8 +91,10 @@ _RENDER: dict[OutputFormat, Callable[[Transcript, list[Cue], dict[str, Any]], st
 
 
 def render(transcript: Transcript, formats: tuple[OutputFormat, ...], metadata: dict[str, Any],
-           cues: list[Cue] | None = None) -> dict[str, str]:
+           cues: list[Cue] | None = None, *, audio: Audio | None = None) -> dict[str, str]:
     """Every requested output, keyed by its file name in the job folder; cues by the default style
-    rules unless given (the enhancement pipeline builds them)."""
+    rules unless given (the enhancement pipeline builds them); ``audio``: where the review page's
+    player finds the recording."""
     cues = build_cues(transcript) if cues is None else cues
-    return {output_name(fmt): _RENDER[fmt](transcript, cues, metadata) for fmt in formats}
+    renderers = {**_RENDER, OutputFormat.HTML: lambda t, c, m: html(t, c, m, audio)}
+    return {output_name(fmt): renderers[fmt](transcript, cues, metadata) for fmt in formats}
