@@ -176,7 +176,7 @@ def test_a_token_in_a_file_others_can_read_is_warned_about(klipnote, tmp_path):
     assert done.returncode == 0
     assert f"klipnote: warning: {cfg} holds hf_token and every user may read it (mode 0644): chmod o-rwx {cfg}" \
         in done.stderr
-    for private in (0o600, 0o640):  # 0640 root:klipnote is README's deployment recipe: the group may read it
+    for private in (0o600, 0o640):  # 0640 root:klipnote is docs/deploy.md's recipe: the group may read it
         cfg.chmod(private)
         assert klipnote("config", "show", "--json", env={"KLIPNOTE_CONFIG": str(cfg)}, spool=None).stderr == ""
 
