@@ -33,6 +33,56 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+#: The page that covers each command, shown as "Docs: PAGE" at the end of its ``--help``: the one place these
+#: names live. Keys are command paths ("" is ``klipnote`` itself); values are paths from the repository root,
+#: optionally with a heading's anchor. tests/test_docs.py checks that every command has one and that each resolves.
+DOCS = {
+    "": "README.md#documentation",
+    "submit": "docs/commands.md#submit",
+    "status": "docs/commands.md#json-output-stable",
+    "list": "docs/commands.md",
+    "result": "docs/subtitles.md#outputs",
+    "wait": "docs/commands.md#exit-codes",
+    "cancel": "docs/spool.md#a-jobs-life",
+    "retry": "docs/spool.md#a-jobs-life",
+    "gc": "docs/deploy.md#backup-and-retention",
+    "worker": "docs/workers.md",
+    "workers": "docs/monitoring.md#klipnote-workers",
+    "top": "docs/monitoring.md#klipnote-top",
+    "metrics": "docs/monitoring.md#klipnote-metrics",
+    "doctor": "docs/monitoring.md#klipnote-doctor",
+    "config": "docs/configuration.md",
+    "config show": "docs/configuration.md#seeing-and-writing-the-settings",
+    "config init": "docs/configuration.md#seeing-and-writing-the-settings",
+    "config path": "docs/configuration.md#where-settings-come-from",
+    "models": "docs/models.md",
+    "models pull": "docs/models.md#pulling-models",
+    "models list": "docs/models.md#listing-and-verifying",
+    "models verify": "docs/models.md#listing-and-verifying",
+}
+
+
+def command_name(info: typer.models.CommandInfo) -> str:
+    """A registered command's name as ``--help`` shows it (typer derives a missing one from the function)."""
+    return info.name or info.callback.__name__.replace("_", "-")
+
+
+def attach_docs(typer_app: typer.Typer, path: str = "") -> None:
+    """End the help of *typer_app* and of every command and group under it with its page from :data:`DOCS`.
+
+    Called once the command modules have registered their commands; a command missing from :data:`DOCS` gets no
+    pointer here and fails tests/test_docs.py.
+    """
+    if path in DOCS:
+        typer_app.info.epilog = f"Docs: {DOCS[path]}"
+    for info in typer_app.registered_commands:
+        name = f"{path} {command_name(info)}".strip()
+        if name in DOCS:
+            info.epilog = f"Docs: {DOCS[name]}"
+    for group in typer_app.registered_groups:
+        attach_docs(group.typer_instance, f"{path} {group.name or group.typer_instance.info.name}".strip())
+
+
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print stable JSON for scripts instead of a table.")]
 IdsArg = Annotated[list[str], typer.Argument(metavar="ID...", help="Job ids or unique prefixes of them.")]
 
