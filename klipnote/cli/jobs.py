@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -49,7 +50,8 @@ def submit(
     ] = None,
     formats: Annotated[
         Optional[list[OutputFormat]],
-        typer.Option("--format", "-f", help="Extra output format (repeatable); srt and json are always written."),
+        typer.Option("--format", "-f", help="Extra output format (repeatable; html: a review page to read and correct "
+                     "against the recording); srt and json are always written."),
     ] = None,
     output_dir: Annotated[
         Optional[Path],
@@ -276,8 +278,11 @@ def result(
     ctx: typer.Context,
     job: Annotated[str, typer.Argument(metavar="ID", help="Job id or unique prefix.")],
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="Which output to print.")] = OutputFormat.SRT,
+    embed_audio: Annotated[bool, typer.Option(
+        "--embed-audio", help="With --format html: carry a compact Opus copy of the recording in the page, so "
+        "that it plays wherever the page goes.")] = False,
 ) -> None:
-    """Print a finished job's output (SRT by default) to standard output."""
+    """Print a finished job's output (SRT by default) to standard output; html: its review page, made now."""
     spool = session_of(ctx).spool()
     spool.reap()
     job_id = spool.resolve(job)
@@ -294,6 +299,10 @@ def result(
             if not current.state.terminal
             else f"job {job_id} is {current.state.value}{hint}"
         )
+    if fmt is OutputFormat.HTML:
+        sys.stdout.buffer.write(_review_page(spool, job_id, embed_audio).encode())
+        sys.stdout.flush()
+        return
     name = output_name(fmt)
     if name not in current.outputs:
         raise KlipnoteError(
@@ -303,6 +312,21 @@ def result(
     data = (spool.job_dir(job_id) / name).read_bytes()
     sys.stdout.buffer.write(data)
     sys.stdout.flush()
+
+
+def _review_page(spool: Spool, job_id: str, embed_audio: bool) -> str:
+    """Any finished job's review page, from its result JSON: the player finds the recording relative to the
+    current folder (where ``> page.html`` puts the page), or in the page with ``--embed-audio``."""
+    from klipnote import review
+
+    job_dir = spool.job_dir(job_id)
+    result = json.loads((job_dir / output_name(OutputFormat.JSON)).read_text(encoding="utf-8"))
+    media = review.media(spool.manifest(job_id), job_dir)
+    if embed_audio:
+        audio = review.embed(next((p for p in media if p.exists()), media[-1]), result["metadata"]["input"]["duration"])
+    else:
+        audio = review.Audio(review.sources(Path.cwd(), media))
+    return review.page(result, audio)
 
 
 # ---------------------------------------------------------------------- waiting
