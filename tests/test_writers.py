@@ -336,7 +336,7 @@ METADATA = {"job": "j-1", "input": {"name": "talk.mp3", "duration": 12.5}, "engi
 
 def test_render_names_each_output_after_its_format() -> None:
     outputs = writers.render(TWO_CUES, tuple(OutputFormat), METADATA)
-    assert sorted(outputs) == sorted(f"transcript.{ext}" for ext in ("srt", "vtt", "txt", "tsv", "json"))
+    assert sorted(outputs) == sorted(f"transcript.{ext}" for ext in ("srt", "vtt", "txt", "tsv", "json", "html"))
 
 
 def test_render_writes_only_what_was_asked() -> None:
