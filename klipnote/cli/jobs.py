@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from klipnote import defaults, render
-from klipnote.cli.app import EXIT_TIMEOUT, IdsArg, JsonFlag, app, session_of
+from klipnote.cli.app import DOCS, EXIT_TIMEOUT, IdsArg, JsonFlag, app, session_of
 from klipnote.config import parse_duration
 from klipnote.errors import KlipnoteError, UsageError
 from klipnote.job import JobRequest, JobState, Lane, Model, OutputFormat, Status, ZhScript, output_name
@@ -70,7 +70,7 @@ def submit(
         ),
     ] = defaults.PRIORITY_DEFAULT,
     diarize: Annotated[bool, typer.Option(
-        "--diarize", help="Label speakers (whisperx; needs a diarization model, see README).")] = False,
+        "--diarize", help=f"Label speakers (whisperx; needs a diarization model: {DOCS['worker']}).")] = False,
     zh_script: Annotated[Optional[ZhScript], typer.Option(
         "--zh-script", help="Chinese characters of belle2 output. Default: the worker's zh_script.")] = None,
     enhance_steps: Annotated[Optional[str], typer.Option(
