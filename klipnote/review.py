@@ -38,14 +38,13 @@ SPEAKER_COLOURS = 8
 class Audio:
     """Where the page's player finds the recording.
 
-    ``sources`` are relative URLs tried in order (the browser takes the first that loads), so one
-    page works beside the input, in the job folder and in ``--output-dir``; ``embedded`` is an Ogg
-    Opus copy carried inside the page; ``notice`` tells the reader why there is no audio.
+    ``sources`` are relative URLs tried in order (the browser takes the first that loads), so a page
+    that sits next to a copy of the recording plays it; ``embedded`` is an Ogg Opus copy carried
+    inside the page, for a page that travels.
     """
 
     sources: tuple[str, ...] = ()
     embedded: bytes | None = None
-    notice: str | None = None
 
 
 class EmbedTooLarge(KlipnoteError):
@@ -110,7 +109,7 @@ def page(result: dict[str, Any], audio: Audio) -> str:
                       "vtt": [timestamp(c.start, "."), timestamp(c.end, ".")]} for c in cues]}
     policy = ("default-src 'none'; "
               f"style-src '{_hash(css)}'; script-src '{_hash(script)}'; "
-              "media-src 'self' file: blob:; img-src data:; base-uri 'none'; form-action 'none'")
+              "media-src 'self' file: blob:; base-uri 'none'; form-action 'none'")
     items = "".join(_cue_item(i, cue, cue_words, colours)
                     for i, (cue, cue_words) in enumerate(zip(cues, _words_by_cue(cues, words), strict=True)))
     esc = html.escape
@@ -191,8 +190,7 @@ def _facts(result: dict[str, Any], meta: dict[str, Any], duration: float) -> str
 
 def _player(audio: Audio) -> str:
     tags = "".join(f'<source src="{html.escape(url)}">' for url in audio.sources)
-    notice = f'<p class="notice">{html.escape(audio.notice)}</p>' if audio.notice else ""
-    return f'<audio id="player" controls preload="metadata">{tags}</audio>{notice}'
+    return f'<audio id="player" controls preload="metadata">{tags}</audio>'
 
 
 def _embedded(audio: Audio) -> str:

@@ -281,16 +281,17 @@ def test_embedding_past_the_limit_says_so_before_encoding(corpus):
 
 @pytest.mark.slow
 def test_a_real_job_s_page_beside_its_input_plays_it(tmp_path, corpus, model_cache, opened):
-    """A whisperx worker on the Whisper base model writes the page in the job folder and beside the input."""
+    """A whisperx worker on the Whisper base model writes the page in the job folder, beside the input and in
+    --output-dir, each playing the recording from where it sits."""
     env = worker_env(model_cache, tmp_path / "home")
     spool, inbox = tmp_path / "spool", tmp_path / "inbox"
     inbox.mkdir()
     shutil.copy(corpus / "jfk.flac", inbox / "jfk.flac")
-    job_id = submit(spool, inbox / "jfk.flac", "-f", "html", "--next-to-input", env=env)
+    job_id = submit(spool, inbox / "jfk.flac", "-f", "html", "--next-to-input", "-o", str(tmp_path / "out"), env=env)
     worker = cli(spool, *WHISPERX_WORKER, "--drain", env=env)
     assert worker.returncode == 0, worker.stderr[-3000:]
 
-    for path in (inbox / "jfk.html", spool / "jobs" / job_id / "transcript.html"):
+    for path in (inbox / "jfk.html", tmp_path / "out" / "jfk.html", spool / "jobs" / job_id / "transcript.html"):
         page = opened(path)
         page.loaded()
         assert "fellow Americans" in page.page.inner_text("#cues")
@@ -299,6 +300,8 @@ def test_a_real_job_s_page_beside_its_input_plays_it(tmp_path, corpus, model_cac
         assert page.js("document.getElementById('player').currentTime") == pytest.approx(start, abs=0.3)
         assert {url.split(":", 1)[0] for url in page.requests} == {"file"}
     assert '<source src="jfk.flac">' in (inbox / "jfk.html").read_text()
+    assert '<source src="../inbox/jfk.flac">' in (tmp_path / "out" / "jfk.html").read_text()
+    assert '<source src="input.flac">' in (spool / "jobs" / job_id / "transcript.html").read_text()
 
     printed = cli(spool, "result", job_id, "-f", "html", env=env)
     assert printed.returncode == 0 and "fellow Americans" in printed.stdout
