@@ -6,11 +6,22 @@ What the service klipnote replaces got wrong, and what this does instead:
   in the ``silero-vad`` PyPI package: no hub, no torch.hub), packed up to 30 s, decoded in batches;
 - one subtitle per window -> Whisper's own timestamp tokens give segments that follow the speech,
   mapped back to file time by the window's offset;
-- no character times -> transformers' token timestamps from the alignment heads' cross-attention,
-  spread over the characters each token spells;
+- no character times -> times from the alignment heads' cross-attention, spread over the
+  characters each token spells (below);
 - English audio translated into Chinese -> Mandarin only, forced ``zh`` transcription; a job
   whose language is known not to be Mandarin is refused with a message;
 - Traditional/Simplified mixed output -> OpenCC conversion (Simplified by default).
+
+Character times without the memory bill. ``generate(return_token_timestamps=True)`` switches the
+model to eager attention and keeps every layer's attention weights at every step (3.3x the
+transformers pipeline's peak memory). Here generate() runs with SDPA and keeps nothing per step;
+afterwards ONE teacher-forced decoder pass over each pass's decoded tokens (timestamp tokens
+included, exactly as generated, so the attention is what generation saw) reuses the windows'
+encoder output, and forward hooks on the layers that hold alignment heads compute q k^T for those
+heads only. :mod:`klipnote.engines.dtw` turns that attention into token boundaries (openai-whisper's
+method: normalise, median filter, average heads, DTW). A token's row is the position that holds
+it, as transformers counts (openai-whisper uses the position before it): on zh.wav with Whisper
+base that matched syllable onsets, while the position before put every character one early.
 
 Weights are loaded from safetensors only: torch < 2.6 (this engine's environment) can execute
 code hidden in pickled ``.bin`` weights (CVE-2025-32434), so those are never read.
@@ -19,23 +30,38 @@ code hidden in pickled ``.bin`` weights (CVE-2025-32434), so those are never rea
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from klipnote import cjk
-from klipnote.config import Settings
-from klipnote.engines import JobOptions, Progress
+from klipnote.engines import dtw
 from klipnote.envcheck import version_of
 from klipnote.errors import KlipnoteError, summary
-from klipnote.job import Lane, Stage, ZhScript
+from klipnote.job import Lane, ZhScript
 from klipnote.routing import is_mandarin
 from klipnote.transcript import Segment, Transcript, Word, WordTiming
 from klipnote.windows import Span, pack
 
+if TYPE_CHECKING:
+    from klipnote.config import Settings
+    from klipnote.engines.batching import Job, Window
+
 log = logging.getLogger("klipnote.belle2")
 
 SAMPLE_RATE = 16_000
+#: Whisper's mel frames are 10 ms apart; its encoder halves them into 1500 frames per 30 s window.
+SAMPLES_PER_MEL_FRAME = 160
+ENCODER_STRIDE = 2
+ENCODER_FRAMES = 1500
+#: How far a segment's start (seconds, float arithmetic) may sit before its pass's start and still belong to it.
+SECONDS_SLACK = 1e-6
+#: The prompt generate() decodes from (language and task forced, timestamps on); the alignment pass repeats it.
+PROMPT = ("<|startoftranscript|>", "<|zh|>", "<|transcribe|>")
 #: OpenCC configurations for ``zh_script``; ``original`` leaves the model's characters alone.
 OPENCC_CONFIG = {ZhScript.SIMPLIFIED: "t2s", ZhScript.TRADITIONAL: "s2t", ZhScript.ORIGINAL: None}
 
@@ -55,7 +81,11 @@ class Belle2Engine:
         self._processor: Any = None
         self._vad: Any = None
         self._converters: dict[str, Any] = {}
-        self._first_special = 0  # token ids from here up are special or timestamps, set by load()
+        # Set by load(): token ids from _first_special up are special or timestamps; the alignment
+        # heads as layer -> heads; the alignment pass's prompt as token ids.
+        self._first_special = 0
+        self._heads: dict[int, list[int]] = {}
+        self._prompt: list[int] = []
 
     # ------------------------------------------------------------------ loading
 
@@ -80,11 +110,16 @@ class Belle2Engine:
                 "give a hub id or a local folder with model.safetensors (pickled .bin weights are never loaded "
                 "under torch < 2.6)"
             ) from exc
-        if not getattr(self._model.generation_config, "alignment_heads", None):
+        alignment_heads = getattr(self._model.generation_config, "alignment_heads", None)
+        if not alignment_heads:
             raise KlipnoteError(f"{self.model_name} has no alignment_heads in its generation_config.json: "
                                 "character times need them")
+        for layer, head in alignment_heads:
+            self._heads.setdefault(int(layer), []).append(int(head))
         self._vad = load_silero_vad()
-        self._first_special = self._processor.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        tokenizer = self._processor.tokenizer
+        self._first_special = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+        self._prompt = tokenizer.convert_tokens_to_ids(list(PROMPT))
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -101,22 +136,16 @@ class Belle2Engine:
     def is_out_of_memory(self, exc: BaseException) -> bool:
         return "out of memory" in str(exc).lower()
 
-    # ------------------------------------------------------------------ transcribing
+    # ------------------------------------------------------------------ the three steps of batching.run
 
-    def transcribe(self, audio: np.ndarray, options: JobOptions, progress: Progress) -> Transcript:
-        if options.language and not is_mandarin(options.language):
+    def plan(self, job: Job) -> list[Span]:
+        """Silero VAD's speech regions packed into windows; a job known not to be Mandarin is refused."""
+        language = job.request.options.language
+        if language and not is_mandarin(language):
             raise KlipnoteError(f"the belle2 engine transcribes Mandarin only and this job's language is "
-                                f"{options.language!r}: submit it with --model whisperx or --model auto")
-        progress(Stage.TRANSCRIBING, 0.0)
-        windows = pack(self.speech(audio))
-        segments: list[Segment] = []
-        for first in range(0, len(windows), self.batch_size):
-            batch = windows[first:first + self.batch_size]
-            segments.extend(self._decode(audio, batch))
-            progress(Stage.TRANSCRIBING, 100.0 * (first + len(batch)) / len(windows))
-        script = options.zh_script or self.zh_script
-        segments = [self._convert(s, script) for s in segments if s.text]
-        return Transcript(segments, "zh", None, WordTiming.CROSS_ATTENTION if segments else WordTiming.NONE)
+                                f"{language!r}: submit it with --model whisperx or --model auto")
+        job.language = "zh"
+        return pack(self.speech(job.request.audio))
 
     def speech(self, audio: np.ndarray) -> list[Span]:
         """Where there is speech, by Silero VAD."""
@@ -127,57 +156,96 @@ class Belle2Engine:
                                        return_seconds=True)
         return [Span(float(s["start"]), float(s["end"])) for s in stamps]
 
-    def _decode(self, audio: np.ndarray, windows: list[Span]) -> list[Segment]:
+    def decode_batch(self, batch: list[Window]) -> list[list[Segment]]:
+        """Each window's segments in file time, characters timed by the alignment heads.
+
+        generate() runs with SDPA attention and keeps no attention weights; the windows' encoder
+        output from its first pass is kept and reused for the one teacher-forced alignment pass.
+        """
         import torch
 
-        pieces = [audio[int(w.start * SAMPLE_RATE):int(w.end * SAMPLE_RATE)] for w in windows]
-        # The attention mask tells the alignment where each window's audio ends: without it token
-        # times can run past the end of a short window.
-        features = self._processor.feature_extractor(pieces, sampling_rate=SAMPLE_RATE, return_tensors="pt",
-                                                     return_attention_mask=True)
+        pieces = [_cut(window.job.request.audio, window.span) for window in batch]
+        features = self._processor.feature_extractor(pieces, sampling_rate=SAMPLE_RATE, return_tensors="pt")
         inputs = features.input_features.to(self.device, dtype=self._model.dtype)
-        with torch.inference_mode():
-            out = self._model.generate(inputs, attention_mask=features.attention_mask.to(self.device),
-                                       language="zh", task="transcribe", return_timestamps=True,
-                                       return_token_timestamps=True, return_dict_in_generate=True)
-        # generate() may decode a window in several passes, each restarting its timestamps at 0;
-        # its "segments" carry the offset of their pass, the flat "sequences" do not.
+        seeks: list[torch.Tensor] = []
+        with torch.inference_mode(), _first_output(self._model.model.encoder) as encoded:
+            out = self._model.generate(inputs, language="zh", task="transcribe", return_timestamps=True,
+                                       return_segments=True, monitor_progress=lambda s: seeks.append(s.clone()))
+            passes = [found for index, piece in enumerate(pieces)
+                      for found in _passes(index, piece, seeks, out["segments"][index], self._first_special)]
+            bounds = self._align(passes, inputs, encoded[0]) if passes else []
+        decoded: list[list[Segment]] = [[] for _ in batch]
+        for found, times in zip(passes, bounds, strict=True):
+            window = batch[found.window].span
+            decoded[found.window].extend(self._segments(found, times, window))
+        return [[segment for segment in segments if segment.text] for segments in decoded]
+
+    def assemble(self, job: Job) -> Transcript:
+        """The windows' segments in order, in the job's Chinese script."""
+        script = job.request.options.zh_script or self.zh_script
+        segments = [self._convert(segment, script) for index in sorted(job.decoded) for segment in job.decoded[index]]
+        return Transcript(segments, "zh", None, WordTiming.CROSS_ATTENTION if segments else WordTiming.NONE)
+
+    # ------------------------------------------------------------------ character times
+
+    def _align(self, passes: list[Pass], inputs: Any, encoded: Any) -> list[np.ndarray]:
+        """Token boundaries (seconds from each pass's start) from one teacher-forced decoder pass over all passes."""
+        import torch
+
+        if encoded.shape[0] != inputs.shape[0]:
+            raise RuntimeError("generate() did not encode the whole batch first: cannot reuse its encoder output")
+        later = [found for found in passes if found.seek]
+        states = {id(found): encoded[found.window] for found in passes if not found.seek}
+        if later:  # the window was decoded again from a later point: encode that input, as generate() did
+            shifted = torch.stack([_shift(inputs[found.window], found.seek) for found in later])
+            states.update(zip(map(id, later), self._model.model.encoder(shifted).last_hidden_state, strict=True))
+        sequences = [[*self._prompt, *found.tokens] for found in passes]
+        width = max(map(len, sequences))
+        ids = torch.tensor([s + [self._first_special] * (width - len(s)) for s in sequences], device=self.device)
+        with _alignment_scores(self._model.model.decoder, self._heads) as scores:
+            self._model.model.decoder(input_ids=ids, encoder_hidden_states=torch.stack([states[id(p)] for p in passes]),
+                                      use_cache=False)
+        weights = torch.cat(scores, dim=1)  # passes x alignment heads x positions x frames
+        first = len(self._prompt)  # one row per decoded token, at the position that holds it
+        attention = [weights[index, :, first:first + len(found.tokens), :found.frames].float().softmax(dim=-1)
+                     .cpu().numpy() for index, found in enumerate(passes)]
+        return [found.offset + times for found, times in zip(passes, dtw.boundaries(attention), strict=True)]
+
+    def _segments(self, found: Pass, times: np.ndarray, window: Span) -> list[Segment]:
+        """The pass's segments that hold text, in file time; token ``k`` of the pass spans ``times[k:k + 2]``."""
         segments = []
-        for index, window in enumerate(windows):
-            for found in out["segments"][index]:
-                pairs = [(token, float(at)) for token, at in
-                         zip(found["tokens"].tolist(), found["token_timestamps"].tolist(), strict=False)
-                         if token < self._first_special]
-                if pairs:
-                    segments.append(self._segment(pairs, float(found["start"]), float(found["end"]), window))
+        row = 0
+        for start, said_end, tokens in found.segments:
+            end = min(max(said_end, start), window.length)
+            spans = np.clip(times[row:row + len(tokens) + 1], start, end)
+            row += len(tokens)
+            text_tokens = [(token, float(spans[k]), float(spans[k + 1]))
+                           for k, token in enumerate(tokens) if token < self._first_special]
+            if not text_tokens:
+                continue
+            words = [Word(text, round(window.start + at, 3), round(window.start + until, 3))
+                     for text, at, until in self._characters(text_tokens)]
+            text = self._processor.tokenizer.decode([token for token, *_ in text_tokens]).strip()  # the model's spacing
+            segments.append(Segment(round(window.start + start, 3), round(window.start + end, 3), text, words))
         return segments
 
-    def _segment(self, tokens: list[tuple[int, float]], start: float, end: float, window: Span) -> Segment:
-        """A segment in file time, with one timed word per character of Chinese (per word otherwise)."""
+    def _characters(self, tokens: list[tuple[int, float, float]]) -> list[tuple[str, float, float]]:
+        """One timed unit per character of Chinese, per word otherwise (a word spelled by several tokens is one)."""
         tokenizer = self._processor.tokenizer
-        offset = window.start
-        end = min(max(end, start), window.length)
-        units: list[tuple[str, float]] = []
-        pending: list[int] = []
-        for token, at in tokens:
-            pending.append(token)
-            text = tokenizer.decode(pending)
+        units: list[list[Any]] = []
+        begun = 0
+        for index in range(len(tokens)):
+            text = tokenizer.decode([token for token, *_ in tokens[begun:index + 1]])
             if "\ufffd" in text:  # a character split across byte-level tokens: wait for the rest
                 continue
-            units.append((text, min(max(at, start), end)))
-            pending = []
-        words: list[Word] = []
-        for index, (text, at) in enumerate(units):
-            until = units[index + 1][1] if index + 1 < len(units) else end
-            for piece, piece_start, piece_end in _spread(text, at, max(until, at)):
-                previous = words[-1] if words else None
-                if previous and not text[:1].isspace() and not cjk.has_cjk(piece + previous.word[-1]):
-                    previous.word += piece  # a Latin word or number spelled by several tokens
-                    previous.end = round(offset + piece_end, 3)
-                    continue
-                words.append(Word(piece, round(offset + piece_start, 3), round(offset + piece_end, 3)))
-        text = tokenizer.decode([token for token, _ in tokens]).strip()  # the model's own spacing
-        return Segment(round(offset + start, 3), round(offset + end, 3), text, words)
+            for piece, at, until in _spread(text, tokens[begun][1], tokens[index][2]):
+                if units and not text[:1].isspace() and not cjk.has_cjk(piece + units[-1][0][-1]):
+                    units[-1][0] += piece  # a Latin word or number spelled by several tokens
+                    units[-1][2] = until
+                else:
+                    units.append([piece, at, until])
+            begun = index + 1
+        return [(text, at, until) for text, at, until in units]
 
     def _convert(self, segment: Segment, script: str) -> Segment:
         config = OPENCC_CONFIG[ZhScript(script)]
@@ -192,6 +260,107 @@ class Belle2Engine:
             word.word = convert(word.word)
         segment.text = convert(segment.text)
         return segment
+
+
+@dataclass
+class Pass:
+    """One generate() pass over a window: the segments it found, timed together against the input it decoded.
+
+    generate() decodes a window again from its last timestamp when a pass ends inside a segment;
+    each such pass saw the window's features from its own ``seek`` on. Its segments' tokens, timestamp
+    tokens included, are the pass's decoded tokens in order (what generate() kept of them).
+    """
+
+    window: int  # index in the batch
+    seek: int  # mel frames from the window's start
+    frames: int  # encoder frames of real audio in the pass's input
+    segments: list[tuple[float, float, list[int]]]  # start and end (seconds in the window), tokens with timestamps
+
+    @property
+    def offset(self) -> float:
+        return self.seek * SAMPLES_PER_MEL_FRAME / SAMPLE_RATE
+
+    @property
+    def tokens(self) -> list[int]:
+        return [token for *_, tokens in self.segments for token in tokens]
+
+
+def _passes(window: int, piece: np.ndarray, seeks: list[Any], found: list[dict], first_special: int) -> list[Pass]:
+    """One window's segments from generate(), grouped by the pass that found them.
+
+    ``seeks``: what generate() reported to ``monitor_progress`` before each pass, (seek, end) per window.
+    """
+    starts = sorted({int(seek[window, 0]) for seek in seeks if seek[window, 0] < seek[window, 1]})
+    passes: dict[int, Pass] = {}
+    for segment in found:
+        start, end = float(segment["start"]), float(segment["end"])
+        seek = max((s for s in starts if s * SAMPLES_PER_MEL_FRAME / SAMPLE_RATE <= start + SECONDS_SLACK), default=0)
+        if seek not in passes:
+            audio_frames = (len(piece) - seek * SAMPLES_PER_MEL_FRAME) // (SAMPLES_PER_MEL_FRAME * ENCODER_STRIDE)
+            passes[seek] = Pass(window, seek, min(max(audio_frames, 1), ENCODER_FRAMES), [])
+        passes[seek].segments.append((start, end, segment["tokens"].tolist()))
+    return [found for found in passes.values() if any(token < first_special for token in found.tokens)]
+
+
+def _cut(audio: np.ndarray, span: Span) -> np.ndarray:
+    return audio[int(span.start * SAMPLE_RATE):int(span.end * SAMPLE_RATE)]
+
+
+def _shift(features: Any, seek: int) -> Any:
+    """A window's features from mel frame ``seek`` on, padded with zeros to the full length, as generate() cuts them."""
+    import torch
+
+    return torch.nn.functional.pad(features[:, seek:], (0, seek))
+
+
+@contextmanager
+def _first_output(encoder: Any) -> Iterator[list[Any]]:
+    """The encoder's output from its first call inside the block (generate() encodes the whole batch first)."""
+    kept: list[Any] = []
+
+    def keep(_module: Any, _args: Any, output: Any) -> None:
+        if not kept:
+            kept.append(output[0])
+
+    handle = encoder.register_forward_hook(keep)
+    try:
+        yield kept
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def _alignment_scores(decoder: Any, heads: dict[int, list[int]]) -> Iterator[list[Any]]:
+    """Cross-attention scores (before the softmax) of the alignment heads only, per layer in ``heads``' order.
+
+    Forward hooks on those layers' ``encoder_attn`` recompute q k^T for their alignment heads from
+    the module's own inputs and weights: the attention itself stays SDPA, which returns no weights,
+    and no other head's or layer's weights are ever made. Each entry: batch x heads x positions x frames.
+    """
+    import torch
+    from torch.nn.functional import linear
+
+    scores: list[Any] = []
+
+    def score(module: Any, args: tuple, kwargs: dict, _output: Any, *, rows: Any) -> None:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        query = linear(hidden, module.q_proj.weight[rows], module.q_proj.bias[rows]) * module.scaling
+        key = linear(kwargs["key_value_states"], module.k_proj.weight[rows])
+        query = query.unflatten(-1, (-1, module.head_dim)).transpose(1, 2)
+        key = key.unflatten(-1, (-1, module.head_dim)).transpose(1, 2)
+        scores.append(query @ key.transpose(-1, -2))
+
+    handles = []
+    for layer, chosen in heads.items():
+        attention = decoder.layers[layer].encoder_attn
+        rows = torch.cat([torch.arange(h * attention.head_dim, (h + 1) * attention.head_dim) for h in chosen])
+        handles.append(attention.register_forward_hook(partial(score, rows=rows.to(attention.q_proj.weight.device)),
+                                                       with_kwargs=True))
+    try:
+        yield scores
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _spread(text: str, start: float, end: float) -> list[tuple[str, float, float]]:
