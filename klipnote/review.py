@@ -93,31 +93,23 @@ def _too_large(size: float, limit: int) -> str:
 
 def page(result: dict[str, Any], audio: Audio) -> str:
     """The review page of a result JSON (segments, words, cues, metadata), as one HTML document."""
-    css = _asset("review.css")
-    script = _asset("review.js")
+    css, script = _asset("review.css"), _asset("review.js")
+    segments = result.get("segments", [])
     cues = [Cue(c["start"], c["end"], c["text"], c.get("speaker")) for c in result.get("cues", [])]
-    words = sorted((w for s in result.get("segments", []) for w in s.get("words", [])), key=lambda w: w["start"])
+    words = sorted((w for s in segments for w in s.get("words", [])), key=lambda w: w["start"])
     meta = result.get("metadata", {})
     name = meta.get("input", {}).get("name") or "transcript"
-    duration = meta.get("input", {}).get("duration") or max((s["end"] for s in result.get("segments", [])),
-                                                              default=0.0)
-    colours = _speaker_colours(cues, result.get("segments", []))
-    language = result.get("language") or ""
-    data = {"stem": Path(name).stem, "duration": duration,
-            "cues": [{"start": c.start, "end": c.end, "speaker": c.speaker, "text": c.text,
-                      "srt": [timestamp(c.start, ","), timestamp(c.end, ",")],
-                      "vtt": [timestamp(c.start, "."), timestamp(c.end, ".")]} for c in cues]}
-    policy = ("default-src 'none'; "
-              f"style-src '{_hash(css)}'; script-src '{_hash(script)}'; "
-              "media-src 'self' file: blob:; base-uri 'none'; form-action 'none'")
+    duration = meta.get("input", {}).get("duration") or max((s["end"] for s in segments), default=0.0)
+    colours = _speaker_colours(cues, segments)
     items = "".join(_cue_item(i, cue, cue_words, colours)
                     for i, (cue, cue_words) in enumerate(zip(cues, _words_by_cue(cues, words), strict=True)))
+    language = html.escape(result.get("language") or "")
     esc = html.escape
     return f"""<!DOCTYPE html>
-<html lang="{esc(language)}">
+<html lang="{language}">
 <head>
 <meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{esc(policy)}">
+<meta http-equiv="Content-Security-Policy" content="{esc(_policy(css, script))}">
 <meta name="referrer" content="no-referrer">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="klipnote {esc(str(meta.get("klipnote_version", "")))}">
@@ -129,8 +121,23 @@ def page(result: dict[str, Any], audio: Audio) -> str:
 <h1>{esc(name)}</h1>
 {_facts(result, meta, duration)}
 {_player(audio)}
-{_timeline(result.get("segments", []), words, duration, colours)}
-<div class="tools">
+{_timeline(segments, words, duration, colours)}
+{_TOOLS}
+</header>
+<main>
+<ol id="cues" lang="{language}">
+{items}</ol>
+{'<p class="empty">No speech was found in this recording.</p>' if not cues else ""}
+</main>
+<script type="application/json" id="klipnote-data">{_json_for_script(_script_data(name, duration, cues))}</script>
+{_embedded(audio)}<script>{script}</script>
+</body>
+</html>
+"""
+
+
+#: Search, downloads and the keys: the same on every page.
+_TOOLS = f"""<div class="tools">
 <input id="search" type="search" placeholder="Search the transcript (/)" aria-label="Search the transcript">
 <span id="found" aria-live="polite"></span>
 <span class="downloads">Download edited: <button type="button" data-download="srt">SRT</button>
@@ -139,19 +146,22 @@ def page(result: dict[str, Any], audio: Audio) -> str:
 <p class="keys"><kbd>Space</kbd> or <kbd>k</kbd> play/pause · <kbd>↑</kbd>/<kbd>p</kbd> previous cue ·
 <kbd>↓</kbd>/<kbd>n</kbd> next cue · <kbd>e</kbd> edit the current cue (<kbd>Ctrl</kbd>+<kbd>Enter</kbd> keeps,
 <kbd>Esc</kbd> drops) · <kbd>/</kbd> search · <span class="low">underlined</span> words: the model was unsure
-(score under {defaults.REVIEW_LOW_WORD_SCORE})</p>
-</header>
-<main>
-<ol id="cues" lang="{esc(language)}">
-{items}
-</ol>
-{'<p class="empty">No speech was found in this recording.</p>' if not cues else ""}
-</main>
-<script type="application/json" id="klipnote-data">{_json_for_script(data)}</script>
-{_embedded(audio)}<script>{script}</script>
-</body>
-</html>
-"""
+(score under {defaults.REVIEW_LOW_WORD_SCORE})</p>"""
+
+
+def _policy(css: str, script: str) -> str:
+    """Only this page's own stylesheet and script, by hash; media from files; nothing else, no network."""
+    return (f"default-src 'none'; style-src '{_hash(css)}'; script-src '{_hash(script)}'; "
+            "media-src 'self' file: blob:; base-uri 'none'; form-action 'none'")
+
+
+def _script_data(name: str, duration: float, cues: list[Cue]) -> dict[str, Any]:
+    """What review.js needs beyond the markup: each cue's text and its SRT and VTT times, made by the
+    writers' own timestamp, so that an unedited page downloads the worker's files byte for byte."""
+    return {"stem": Path(name).stem, "duration": duration,
+            "cues": [{"start": c.start, "end": c.end, "speaker": c.speaker, "text": c.text,
+                      "srt": [timestamp(c.start, ","), timestamp(c.end, ",")],
+                      "vtt": [timestamp(c.start, "."), timestamp(c.end, ".")]} for c in cues]}
 
 
 def _asset(name: str) -> str:

@@ -276,6 +276,12 @@ def test_embedding_past_the_limit_says_so_before_encoding(corpus):
         review.embed(corpus / "jfk.flac", 7200.0, limit=1024**2)
 
 
+def test_a_recording_without_speech_gets_a_page_that_says_so():
+    silent = writers.render(Transcript([], None), (OutputFormat.HTML,), {"input": {"name": "noise.wav"}})
+    page = silent["transcript.html"]
+    assert "No speech was found in this recording." in page and 'class="cue' not in page
+
+
 # ---------------------------------------------------------------------- a real job, end to end
 
 
@@ -305,3 +311,4 @@ def test_a_real_job_s_page_beside_its_input_plays_it(tmp_path, corpus, model_cac
 
     printed = cli(spool, "result", job_id, "-f", "html", env=env)
     assert printed.returncode == 0 and "fellow Americans" in printed.stdout
+
