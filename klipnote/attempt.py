@@ -40,7 +40,7 @@ class HandBack(Exception):
     """Raised inside a job's callbacks once its worker has given the job back to the queue."""
 
 
-class Outcome(str, enum.Enum):
+class Ending(str, enum.Enum):
     """How an attempt ended, for the worker's counters."""
 
     DONE = "done"
@@ -88,7 +88,7 @@ class Attempt:
         self.started = time.monotonic()
         self.timings: dict[str, float] = {}
         self.samples: np.ndarray | None = None
-        self.outcome: Outcome | None = None
+        self.outcome: Ending | None = None
         self.request: Request | None = None
         self.log.write(f"claimed on {context.host}, pid {context.pid}")
         log.info("job %s: %s", claim.job_id, claim.manifest.input.name)
@@ -140,12 +140,12 @@ class Attempt:
         if route.lane in engine.lanes:
             return True
         log.info("job %s routed to %s: %s", self.job_id, route.lane.value, route.reason)
-        self.outcome = Outcome.ROUTED
+        self.outcome = Ending.ROUTED
         return False
 
     # ------------------------------------------------------------------ after the engine
 
-    def conclude(self, finished: Finished, batch: dict[str, Any]) -> Outcome:
+    def conclude(self, finished: Finished, batch: dict[str, Any]) -> Ending:
         """Commit the transcript, or end the attempt on the error that stopped it."""
         if finished.error is not None:
             self.end(finished.error)
@@ -155,7 +155,7 @@ class Attempt:
             except BaseException as exc:
                 self.end(exc)
         elif self.outcome is None:  # handed off by a callback that did not say so: nothing to commit here
-            self.outcome = Outcome.ROUTED
+            self.outcome = Ending.ROUTED
         assert self.outcome is not None
         return self.outcome
 
@@ -179,7 +179,7 @@ class Attempt:
             self.log.write(problem)
         message = "done" + (f"; {'; '.join(problems)}" if problems else "")
         self.claim.finish(message, timings={k: round(v, 3) for k, v in self.timings.items()})
-        self.outcome = Outcome.DONE
+        self.outcome = Ending.DONE
         self.log.write(f"done in {self.timings['total']:.1f} s")
         log.info("job %s done in %.1f s", self.job_id, self.timings["total"])
 
@@ -205,17 +205,17 @@ class Attempt:
     def fail(self, error: str) -> None:
         self.log.write(f"failed: {error}")
         log.warning("job %s failed: %s", self.job_id, error)
-        self.outcome = Outcome.FAILED
+        self.outcome = Ending.FAILED
         try:
             self.claim.fail(error)
         except ClaimLost as exc:
             log.info("job %s: %s", self.job_id, exc)
-            self.outcome = Outcome.STOPPED
+            self.outcome = Ending.STOPPED
         except SpoolError as exc:  # the failure cannot be recorded; the reaper puts the job back
             log.warning("job %s: cannot record its failure: %s", self.job_id, exc)
             self.claim.close()
-            self.outcome = Outcome.STOPPED
+            self.outcome = Ending.STOPPED
 
     def _let_go(self) -> None:
         self.claim.close()
-        self.outcome = Outcome.STOPPED
+        self.outcome = Ending.STOPPED

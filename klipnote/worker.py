@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from klipnote import defaults
-from klipnote.attempt import Attempt, Context, Outcome
+from klipnote.attempt import Attempt, Context, Ending
 from klipnote.claim import Claim, WorkerRef, claim_next
 from klipnote.engines import Engine, batching
 from klipnote.enhance import ALL_STEPS, SplitBy, Step
@@ -266,11 +266,11 @@ class Worker:
             by_request[id(finished.request)].conclude(finished, batch)
 
     def _count(self, attempt: Attempt) -> None:
-        if attempt.outcome is Outcome.DONE:
+        if attempt.outcome is Ending.DONE:
             self.record.jobs_done += 1
             self.record.audio_seconds += attempt.seconds
             self.record.processing_seconds += attempt.timings.get("total", 0.0)
-        elif attempt.outcome is Outcome.FAILED:
+        elif attempt.outcome is Ending.FAILED:
             self.record.jobs_failed += 1
 
     # ------------------------------------------------------------------ registry
