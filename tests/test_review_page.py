@@ -311,4 +311,6 @@ def test_a_real_job_s_page_beside_its_input_plays_it(tmp_path, corpus, model_cac
 
     printed = cli(spool, "result", job_id, "-f", "html", env=env)
     assert printed.returncode == 0 and "fellow Americans" in printed.stdout
+    embedded = cli(spool, "result", job_id, "-f", "html", "--embed-audio", env=env)
+    assert embedded.returncode == 0 and 'id="klipnote-audio" data-type="audio/ogg"' in embedded.stdout
 

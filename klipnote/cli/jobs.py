@@ -323,7 +323,8 @@ def _review_page(spool: Spool, job_id: str, embed_audio: bool) -> str:
     result = json.loads((job_dir / output_name(OutputFormat.JSON)).read_text(encoding="utf-8"))
     media = review.media(spool.manifest(job_id), job_dir)
     if embed_audio:
-        audio = review.embed(next((p for p in media if p.exists()), media[-1]), result["metadata"]["input"]["duration"])
+        duration = result.get("metadata", {}).get("input", {}).get("duration")
+        audio = review.embed(next((p for p in media if p.exists()), media[-1]), duration)
     else:
         audio = review.Audio(review.sources(Path.cwd(), media))
     return review.page(result, audio)
