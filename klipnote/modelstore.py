@@ -27,7 +27,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from klipnote import defaults, models
+from klipnote import defaults, models, records
 from klipnote.config import Settings
 from klipnote.errors import KlipnoteError, UsageError, summary
 from klipnote.fsio import atomic_write_json, read_json, sha256_file
@@ -110,35 +110,12 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
-        """The manifest a file holds, every field checked: a hand-edited or foreign file raises ValueError
-        here, not a TypeError later in whatever command reads the field."""
-        values = {name: _field(data, name, kinds) for name, kinds in _MANIFEST_FIELDS.items()}
-        values.update(source=Source(data["source"]), integrity=Integrity(data["integrity"]),
-                      files=[_file_record(f) for f in _field(data, "files", (list,))])
-        return cls(**values)
-
-
-_MANIFEST_FIELDS: dict[str, tuple[type, ...]] = {
-    "name": (str,), "source": (str,), "folder": (str,), "pulled_at": (int, float), "repo_id": (str, type(None)),
-    "revision": (str, type(None)), "commit": (str, type(None)), "integrity": (str,),
-    "verified_at": (int, float, type(None)), "format": (int,)}
-_FILE_FIELDS: dict[str, tuple[type, ...]] = {"path": (str,), "size": (int,), "sha256": (str,), "origin": (str,)}
-
-
-def _file_record(data: Any) -> FileRecord:
-    if not isinstance(data, dict):
-        raise ValueError(f"a file entry is {data!r}, not an object")
-    return FileRecord(**{name: _field(data, name, kinds) for name, kinds in _FILE_FIELDS.items()})
-
-
-def _field(data: dict[str, Any], name: str, kinds: tuple[type, ...]) -> Any:
-    if name not in data:
-        raise ValueError(f"no {name!r}")
-    value = data[name]
-    if not isinstance(value, kinds) or isinstance(value, bool):
-        allowed = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
-        raise ValueError(f"{name!r} is {value!r}, not {allowed}")
-    return value
+        """The manifest a file holds, every field checked (:mod:`klipnote.records`): a hand-edited or foreign
+        file fails here, not later in whatever command reads the field."""
+        files = data.get("files")
+        return records.from_json(cls, data, source=Source(data["source"]), integrity=Integrity(data["integrity"]),
+                                 files=[records.from_json(FileRecord, f) for f in files] if isinstance(files, list)
+                                 else files)
 
 
 @dataclass(frozen=True)
@@ -233,7 +210,7 @@ def manifest_path(ref: ModelRef) -> Path:
 def load_manifest(path: Path) -> Manifest:
     try:
         return Manifest.from_json(read_json(path))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except records.UNREADABLE as exc:
         raise KlipnoteError(f"model manifest {path} is unreadable ({summary(exc)}); pull the model again") from None
 
 

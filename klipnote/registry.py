@@ -7,7 +7,7 @@ error as ``exit_reason``); one that dies cannot, so observers call it ``offline`
 Records outlive their workers (a dead worker is worth seeing) until :meth:`Registry.prune`
 (``klipnote gc``, with the jobs' retention).
 
-A record is read only if every field has its declared type (:func:`klipnote.spool.checked`) and
+A record is read only if every field has its declared type (:mod:`klipnote.records`) and
 its pid is a process id: a file edited by hand or written by another version is skipped, with one
 warning per file and process, and never crashes a command or a worker's routing.
 """
@@ -26,7 +26,8 @@ from typing import Any
 from klipnote.errors import UsageError
 from klipnote.fsio import atomic_write_json, read_json
 from klipnote.job import JobState, Lane, Status, now
-from klipnote.spool import HOSTNAME, Spool, checked
+from klipnote.records import UNREADABLE, from_json
+from klipnote.spool import HOSTNAME, Spool
 
 log = logging.getLogger("klipnote.registry")
 #: Records already warned about in this process: a command (or a ``top`` that reads every frame) says it once.
@@ -75,9 +76,7 @@ class WorkerRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorkerRecord:
         """The record in ``data``; TypeError or ValueError when it is not one (a wrong type, a pid <= 0)."""
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        known["state"] = WorkerState(data.get("state", "idle"))
-        record = checked(cls(**known))
+        record = from_json(cls, data, state=WorkerState(data.get("state", "idle")))
         if record.pid <= 0:  # os.kill(0 or -1, 0) signals a group and succeeds: such a worker would live forever
             raise ValueError(f"pid {record.pid} is not a process id")
         return record
@@ -122,7 +121,7 @@ class Registry:
             return WorkerRecord.from_dict(read_json(path))
         except FileNotFoundError:
             return None  # removed (gc) since the listing
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except UNREADABLE as exc:
             if path not in _reported:
                 _reported.add(path)
                 log.warning("warning: skipping the worker record %s: %s", path, exc)

@@ -31,27 +31,24 @@ Why it is safe:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
-import functools
 import getpass
 import grp
 import os
 import shutil
 import socket
 import time
-import types
-import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from klipnote import __version__, defaults
 from klipnote.errors import JobNotFound, KlipnoteError, SpoolError, SpoolFull, UsageError
 from klipnote.fsio import atomic_write_json, atomic_write_text, fsync_dir, probe_write, read_json
 from klipnote.ids import ID_LENGTH, check_prefix, is_job_id, new_job_id
 from klipnote.job import InputInfo, JobRequest, JobState, Lane, Manifest, Status, now
+from klipnote.records import MALFORMED, UNREADABLE, checked
 from klipnote.routing import route_at_submit
 
 if TYPE_CHECKING:
@@ -287,7 +284,7 @@ class Spool:
         data = read_json(path)
         try:
             return checked(Manifest.from_dict(data))
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        except MALFORMED as exc:
             raise ValueError(f"{path} is not a manifest ({type(exc).__name__}: {exc})") from None
 
     def load_status(self, job_id: str) -> Status:
@@ -297,7 +294,7 @@ class Spool:
             return checked(Status.from_dict(read_json(path)))
         except FileNotFoundError:
             raise JobNotFound(f"no job {job_id} in the spool {self.root}") from None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except UNREADABLE as exc:
             raise KlipnoteError(f"the status of job {job_id} is unreadable ({exc}); see {path}") from None
 
     def status_or_rebuilt(self, manifest: Manifest) -> Status:
@@ -702,49 +699,6 @@ def _is_layout(name: str) -> bool:
     """A name a spool holds, counting the temp file of a ``spool.json`` that another process, creating
     the same spool at this moment, is writing."""
     return name in _LAYOUT_NAMES or (name.startswith(".spool.json.") and name.endswith(".tmp"))
-
-
-def checked(record: Any) -> Any:
-    """``record`` (a Status, Manifest or WorkerRecord just parsed) if every field has its declared type, else TypeError.
-
-    A file edited by hand or written by something else can be valid JSON of the wrong shape; this
-    stops it here with one message instead of a traceback wherever the field is first used.
-    """
-    for name, matches, expected in _field_checks(type(record)):
-        value = getattr(record, name)
-        if not matches(value):
-            raise TypeError(f"field {name!r} is {type(value).__name__} {value!r:.40}, expected {expected}")
-    return record
-
-
-@functools.cache
-def _field_checks(cls: type) -> tuple[tuple[str, Callable[[Any], bool], str], ...]:
-    """Per field of the dataclass ``cls``: its name, a test of a value against its type hint, the hint's name."""
-    return tuple((name, _predicate(hint), getattr(hint, "__name__", str(hint)))
-                 for name, hint in typing.get_type_hints(cls).items())
-
-
-def _predicate(hint: Any) -> Callable[[Any], bool]:
-    """A test for values of ``hint`` as they come out of JSON (built once per field: ``list`` reads thousands)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [_predicate(arg) for arg in typing.get_args(hint)]
-        return lambda v: any(option(v) for option in options)
-    if hint is Any:
-        return lambda v: True
-    if hint is type(None):
-        return lambda v: v is None
-    if hint is int:
-        return lambda v: type(v) is int  # not bool
-    if hint is float:
-        return lambda v: type(v) in (int, float)
-    if origin in (list, tuple):
-        item = _predicate(typing.get_args(hint)[0]) if typing.get_args(hint) else _predicate(Any)
-        return lambda v: isinstance(v, origin) and all(item(x) for x in v)
-    if dataclasses.is_dataclass(hint):
-        return lambda v: isinstance(v, hint) and checked(v) is v
-    kind = origin or hint
-    return lambda v: isinstance(v, kind)
 
 
 def _safe_suffix(name: str) -> str:

@@ -215,8 +215,10 @@ def test_verify_of_a_model_never_pulled_says_how_to_pull_it(cli: Cli) -> None:
 
 
 @pytest.mark.parametrize("field, value, said", [
-    ("files", [{"path": "config.json", "size": "big", "sha256": "0" * 64, "origin": "x"}], "'size' is 'big', not int"),
-    ("folder", 5, "'folder' is 5, not str"), ("files", 7, "'files' is 7, not list"), ("files", [3], "not an object")])
+    ("files", [{"path": "config.json", "size": "big", "sha256": "0" * 64, "origin": "x"}],
+     "field 'size' is str 'big', expected int"),
+    ("folder", 5, "field 'folder' is int 5, expected str"), ("files", 7, "field 'files' is int 7, expected list"),
+    ("files", [3], "3 is not an object")])
 def test_a_manifest_of_wrong_types_is_one_warning_and_the_others_are_still_checked(
         cli: Cli, home: Path, field: str, value: object, said: str) -> None:
     ok(cli("models", "pull", "acme/tiny-config"))
