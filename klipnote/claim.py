@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from klipnote import defaults
+from klipnote import defaults, recovery
 from klipnote.errors import ClaimLost, KlipnoteError
 from klipnote.fsio import fsync_dir
 from klipnote.job import JobState, Lane, Manifest, Stage, Status, now
@@ -100,7 +100,7 @@ def _try_claim(spool: Spool, source: Path, ticket: Ticket, worker: WorkerRef) ->
             try:
                 manifest = spool.manifest(ticket.job_id)
             except (OSError, ValueError) as exc:
-                spool.quarantine_job(ticket.job_id, f"manifest unreadable: {type(exc).__name__}: {exc}")
+                recovery.quarantine_job(spool, ticket.job_id, f"manifest unreadable: {type(exc).__name__}: {exc}")
                 lock.release()
                 return None
             status = spool.status_or_rebuilt(manifest)

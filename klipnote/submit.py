@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from klipnote import media
+from klipnote import intake, media
 from klipnote.errors import InputRejected, KlipnoteError
 from klipnote.fsio import sha256_file
 from klipnote.job import InputInfo, JobRequest, JobState, Status
@@ -191,10 +191,10 @@ def _submit_one(
     spool: Spool, candidate: Candidate, info: InputInfo, request: JobRequest, copy: bool, skip_existing: bool
 ) -> Outcome:
     if not skip_existing:
-        return Outcome(candidate.text, status=spool.submit(info, candidate.path, request, copy=copy))
+        return Outcome(candidate.text, status=intake.submit(spool, info, candidate.path, request, copy=copy))
     with spool.content_lock(info.sha256):
         existing = []
-        for job_id in spool.jobs_with_content(info.sha256):
+        for job_id in intake.jobs_with_content(spool, info.sha256):
             try:
                 existing.append(spool.load_status(job_id))
             except KlipnoteError:  # an unreadable old job must not block a new submit
@@ -202,4 +202,4 @@ def _submit_one(
         if existing:
             best = min(existing, key=lambda st: _SKIP_PREFERENCE.index(st.state))
             return Outcome(candidate.text, status=best, skipped=True)
-        return Outcome(candidate.text, status=spool.submit(info, candidate.path, request, copy=copy))
+        return Outcome(candidate.text, status=intake.submit(spool, info, candidate.path, request, copy=copy))

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from klipnote import defaults
+from klipnote import defaults, recovery
 from klipnote.attempt import Attempt, Context, Ending
 from klipnote.claim import Claim, WorkerRef, claim_next
 from klipnote.engines import Engine, batching
@@ -143,7 +143,7 @@ class Worker:
         while self._stop_requested is None:
             try:
                 if time.monotonic() - last_reap > self.spool.heartbeat_interval:
-                    for outcome in self.spool.reap():
+                    for outcome in recovery.reap(self.spool):
                         log.warning("job %s %s: %s", outcome.job_id, outcome.action, outcome.reason)
                     last_reap = time.monotonic()
                 claims = self._claim_batch(done)

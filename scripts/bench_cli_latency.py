@@ -48,6 +48,7 @@ FILL_SPOOL = """
 import sys
 from pathlib import Path
 from klipnote.job import JobRequest, Model
+from klipnote import intake
 from klipnote.spool import Spool
 from klipnote.submit import Limits, validate
 
@@ -55,7 +56,7 @@ spool_dir, wav, count = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 spool = Spool(spool_dir).open()
 info = validate(wav, Limits(2**40, 100.0))
 models = list(Model)
-ids = [spool.submit(info, wav, JobRequest(model=models[i % len(models)])).id for i in range(count)]
+ids = [intake.submit(spool, info, wav, JobRequest(model=models[i % len(models)])).id for i in range(count)]
 print(ids[len(ids) // 2])
 """
 

@@ -75,13 +75,14 @@ def parse_args() -> argparse.Namespace:
 
 def fill(spool: Any, wav: Path, count: int) -> float:
     """Queue ``count`` jobs of one validated file through ``Spool.submit``; the seconds it took."""
+    from klipnote.intake import submit
     from klipnote.job import JobRequest
     from klipnote.submit import Limits, validate
 
     info = validate(wav, Limits(2**40, 100.0))
     started = time.perf_counter()
     for _ in range(count):
-        spool.submit(info, wav, JobRequest())
+        submit(spool, info, wav, JobRequest())
     return time.perf_counter() - started
 
 

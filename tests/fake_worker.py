@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+from klipnote import recovery
 from klipnote.claim import WorkerRef, claim_next
 from klipnote.errors import ClaimLost
 from klipnote.job import Lane, Stage
@@ -50,7 +51,7 @@ def main() -> int:
     print("ready", flush=True)
     idle_since = time.monotonic()
     while True:
-        spool.reap()
+        recovery.reap(spool)
         claim = claim_next(spool, lanes, me)
         if claim is None:
             if time.monotonic() - idle_since > args.idle_exit:

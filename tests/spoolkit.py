@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from klipnote import intake
 from klipnote.job import InputInfo, JobRequest, Model
 from klipnote.spool import Spool
 
@@ -25,7 +26,7 @@ def add_jobs(spool: Spool, source: Path, count: int, request: JobRequest | None 
     info = InputInfo(path=str(source), name=source.name, size=st.st_size, mtime=st.st_mtime, sha256="0" * 64,
                      duration=1.0, has_video=False, snapshot=None)
     request = request or JobRequest(model=Model.WHISPERX)
-    return [spool.submit(info, source, request).id for _ in range(count)]
+    return [intake.submit(spool, info, source, request).id for _ in range(count)]
 
 
 def start_worker(spool_dir: Path, worker_id: str, log: Path, *extra: str) -> subprocess.Popen:

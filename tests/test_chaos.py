@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+from klipnote import actions, recovery
 from klipnote.claim import WorkerRef, claim_next
 from klipnote.errors import ClaimLost, KlipnoteError
 from klipnote.job import JobState, Lane
@@ -93,7 +94,7 @@ def test_workers_killed_mid_job_again_and_again_lose_nothing_and_commit_each_job
         for _, proc in workers.values():
             proc.wait(timeout=60)
     seen = reader.finish()
-    assert spool.reap() == []
+    assert recovery.reap(spool) == []
 
     context = f"(seed {seed}, {len(killed)} kills)"
     assert len(killed) == KILLS, f"the workers finished before the chaos did {context}"
@@ -145,7 +146,7 @@ def test_cancel_racing_real_workers_never_lets_a_canceled_job_end_done(spool_dir
             (job_id,) = add_jobs(spool, media["wav"], 1)
             time.sleep(chance.uniform(0.0, window))
             try:
-                status = spool.cancel(job_id)
+                status = actions.cancel(spool, job_id)
             except KlipnoteError as exc:
                 assert "already done" in str(exc), exc
                 refused.append(job_id)
@@ -210,7 +211,7 @@ def test_cancel_and_a_committing_claim_race_and_exactly_one_wins(spool, media):
         start.wait()
         time.sleep(chance.uniform(0.0, window))
         try:
-            spool.cancel(job_id)
+            actions.cancel(spool, job_id)
             outcome["cancel"] = "canceled"
         except KlipnoteError as exc:
             outcome["cancel"] = str(exc)

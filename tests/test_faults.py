@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from klipnote import actions, recovery
 from klipnote.claim import WorkerRef, claim_next
 from klipnote.errors import ClaimLost, SpoolError
 from klipnote.fsio import atomic_write_bytes
@@ -197,7 +198,7 @@ def test_reaping_a_dead_claim_rebuilds_a_damaged_status_and_quarantines_a_damage
     manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "priority": "high"}))
     time.sleep(0.3)  # past the lease: with its status unreadable, no one can tell who held the first job
 
-    outcomes = {o.job_id: o.action for o in spool.reap()}
+    outcomes = {o.job_id: o.action for o in recovery.reap(spool)}
     assert outcomes == {bad_status: "requeued", bad_manifest: "quarantined"}
     status = spool.load_status(bad_status)
     assert (status.state, [t.name for t in spool.find_tickets(bad_status)]) == (JobState.QUEUED,
@@ -349,7 +350,7 @@ def test_a_worker_keeps_serving_through_a_full_spool_disk(small_disk, media, tmp
     filler.unlink()
     (later,) = add_jobs(spool, media["wav"], 1)
     try:
-        spool.wait_for([job_id, later], timeout=10)
+        actions.wait_for(spool, [job_id, later], timeout=10)
     finally:
         alive = worker.poll() is None
         if alive:

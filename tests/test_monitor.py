@@ -24,7 +24,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from klipnote import defaults
+from klipnote import actions, defaults
 from klipnote.fsio import atomic_write_json
 from klipnote.job import JobState, now
 from klipnote.metrics import Metric, MetricType, Sample, exposition
@@ -466,7 +466,7 @@ def test_the_status_cache_rereads_only_the_statuses_that_changed(spool, media):
     after = {s.id: s for s in cache.all()}
     assert after[first] is before[first], "an unchanged file is not read again"
     assert after[second].message == "changed"
-    spool.cancel(first)
+    actions.cancel(spool, first)
     assert cache.get(first).state is JobState.CANCELED
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from klipnote import defaults
+from klipnote import actions, defaults, intake, recovery, retention
 from klipnote.claim import WorkerRef, claim_next
 from klipnote.errors import ClaimLost, KlipnoteError, SpoolError, UsageError
 from klipnote.fsio import atomic_write_json, temp_name
@@ -170,16 +170,16 @@ def test_a_failed_job_keeps_its_error_and_leaves_the_queue(spool, media):
 
 def test_canceling_a_queued_job_takes_it_off_the_queue(spool, media):
     (job_id,) = add_jobs(spool, media["wav"], 1)
-    assert spool.cancel(job_id).state is JobState.CANCELED
+    assert actions.cancel(spool, job_id).state is JobState.CANCELED
     assert claim_next(spool, ALL_LANES, ME) is None
-    assert spool.cancel(job_id).state is JobState.CANCELED  # idempotent
+    assert actions.cancel(spool, job_id).state is JobState.CANCELED  # idempotent
 
 
 def test_canceling_a_running_job_makes_its_worker_lose_the_claim_and_its_outputs(spool, media):
     (job_id,) = add_jobs(spool, media["wav"], 1)
     claim = claim_one(spool)
     (claim.output_dir / "transcript.srt").write_text("never seen")
-    spool.cancel(job_id)
+    actions.cancel(spool, job_id)
     with pytest.raises(ClaimLost, match="canceled"):
         claim.progress(Stage.TRANSCRIBING, 10.0)
     with pytest.raises(ClaimLost, match="canceled"):
@@ -192,7 +192,7 @@ def test_canceling_a_running_job_makes_its_worker_lose_the_claim_and_its_outputs
 def test_a_canceled_claim_is_noticed_by_the_heartbeat(spool, media):
     add_jobs(spool, media["wav"], 1)
     claim = claim_one(spool)
-    spool.cancel(claim.job_id)
+    actions.cancel(spool, claim.job_id)
     deadline = time.monotonic() + 5
     while not claim._lost.is_set() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -204,15 +204,15 @@ def test_done_jobs_cannot_be_canceled_or_retried(spool, media):
     (job_id,) = add_jobs(spool, media["wav"], 1)
     finish_with(claim_one(spool))
     with pytest.raises(KlipnoteError, match="already done"):
-        spool.cancel(job_id)
+        actions.cancel(spool, job_id)
     with pytest.raises(KlipnoteError, match="only failed or canceled"):
-        spool.retry(job_id)
+        actions.retry(spool, job_id)
 
 
 def test_retry_queues_a_failed_job_with_a_fresh_allowance_of_attempts(spool, media):
     (job_id,) = add_jobs(spool, media["wav"], 1)
     claim_one(spool).fail("model error")
-    queued = spool.retry(job_id)
+    queued = actions.retry(spool, job_id)
     assert (queued.state, queued.error, queued.attempt_limit) == (JobState.QUEUED, None, 1 + spool.max_attempts)
     claim = claim_one(spool)
     assert claim.attempt == 2
@@ -236,7 +236,7 @@ def test_a_handed_back_job_keeps_its_attempt(spool, media):
 def test_a_claim_abandoned_on_this_host_is_requeued_at_once(spool, media):
     (job_id,) = add_jobs(spool, media["wav"], 1)
     claim_one(spool).close()  # as if the process died: lock released, no commit
-    (outcome,) = spool.reap()
+    (outcome,) = recovery.reap(spool)
     assert (outcome.job_id, outcome.action) == (job_id, "requeued")
     status = spool.load_status(job_id)
     assert status.state is JobState.QUEUED and "exited without finishing" in status.message
@@ -246,7 +246,7 @@ def test_a_claim_abandoned_on_this_host_is_requeued_at_once(spool, media):
 def test_a_live_claim_is_left_alone(spool, media):
     add_jobs(spool, media["wav"], 1)
     claim = claim_one(spool)
-    assert spool.reap() == []
+    assert recovery.reap(spool) == []
     claim.close()
 
 
@@ -255,9 +255,9 @@ def test_a_claim_from_another_host_is_reaped_only_after_its_lease(spool_dir, med
     (job_id,) = add_jobs(spool, media["wav"], 1)
     claim = claim_next(spool, ALL_LANES, WorkerRef("far", "other-host", 1))
     assert claim is not None
-    assert spool.reap() == [], "a lock on this host says nothing about a worker on another host"
+    assert recovery.reap(spool) == [], "a lock on this host says nothing about a worker on another host"
     time.sleep(0.8)  # no heartbeat arrives: the interval is 60 s
-    (outcome,) = spool.reap()
+    (outcome,) = recovery.reap(spool)
     assert outcome.action == "requeued" and "no heartbeat" in outcome.reason
     with pytest.raises(ClaimLost, match="lease expired"):
         claim.finish()
@@ -268,7 +268,7 @@ def test_a_job_whose_workers_keep_dying_fails_after_max_attempts(spool, media):
     (job_id,) = add_jobs(spool, media["wav"], 1)
     for _ in range(spool.max_attempts):
         claim_one(spool).close()
-        spool.reap()
+        recovery.reap(spool)
     status = spool.load_status(job_id)
     assert status.state is JobState.FAILED
     assert f"gave up after {spool.max_attempts} attempts" in status.error
@@ -314,7 +314,7 @@ def test_ids_resolve_from_unique_prefixes_only(spool, media):
 
 def test_wait_for_returns_at_the_timeout_with_jobs_still_queued(spool, media):
     (job_id,) = add_jobs(spool, media["wav"], 1)
-    statuses = spool.wait_for([job_id], timeout=0.3)
+    statuses = actions.wait_for(spool, [job_id], timeout=0.3)
     assert statuses[job_id].state is JobState.QUEUED
 
 
@@ -324,12 +324,12 @@ def test_gc_removes_old_finished_jobs_and_never_queued_or_running_ones(spool, me
     claim_one(spool).fail("boom")
     live = claim_one(spool)
     assert live.job_id == running
-    assert spool.jobs_with_content("0" * 64) == sorted([done, failed, running, queued])
+    assert intake.jobs_with_content(spool, "0" * 64) == sorted([done, failed, running, queued])
 
-    assert spool.gc(older_than=3600) == []
-    assert sorted(spool.gc(older_than=0, dry_run=True)) == sorted([done, failed])
+    assert retention.gc(spool, older_than=3600) == []
+    assert sorted(retention.gc(spool, older_than=0, dry_run=True)) == sorted([done, failed])
     assert len(spool.job_ids()) == 4
-    assert sorted(spool.gc(older_than=0)) == sorted([done, failed])
+    assert sorted(retention.gc(spool, older_than=0)) == sorted([done, failed])
     assert spool.job_ids() == sorted([running, queued])
-    assert spool.jobs_with_content("0" * 64) == sorted([running, queued])
+    assert intake.jobs_with_content(spool, "0" * 64) == sorted([running, queued])
     live.close()

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from klipnote import defaults, render
+from klipnote import actions, defaults, recovery, render, retention
 from klipnote.cli.app import DOCS, EXIT_TIMEOUT, IdsArg, JsonFlag, app, session_of
 from klipnote.config import parse_duration
 from klipnote.errors import KlipnoteError, UsageError
@@ -211,7 +211,7 @@ def _resolve_all(spool: Spool, ids: list[str]) -> tuple[list[Status], int]:
 def status(ctx: typer.Context, ids: IdsArg, json_out: JsonFlag = False) -> None:
     """Show jobs: state, stage and progress, lane, engine, attempt, worker, times, outputs."""
     spool = session_of(ctx).spool()
-    spool.reap()
+    recovery.reap(spool)
     statuses, code = _resolve_all(spool, ids)
     warnings = Registry(spool).unserved(statuses)
     if json_out:
@@ -245,7 +245,7 @@ def list_jobs(
 ) -> None:
     """List jobs, newest first."""
     spool = session_of(ctx).spool()
-    spool.reap()
+    recovery.reap(spool)
     shown: list[Status] = []
     for job_id in reversed(spool.job_ids()):
         try:
@@ -284,7 +284,7 @@ def result(
 ) -> None:
     """Print a finished job's output (SRT by default) to standard output; html: its review page, made now."""
     spool = session_of(ctx).spool()
-    spool.reap()
+    recovery.reap(spool)
     job_id = spool.resolve(job)
     current = spool.load_status(job_id)
     if current.state is not JobState.DONE:
@@ -344,7 +344,7 @@ def _wait(spool: Spool, ids: list[str], *, timeout: float | None, show: bool) ->
                     ended.add(job_id)
                     render.error(f"{job_id} {st.state.value}" + (f": {st.error}" if st.error else ""))
 
-        return spool.wait_for(ids, timeout=timeout, on_poll=note)
+        return actions.wait_for(spool, ids, timeout=timeout, on_poll=note)
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -363,7 +363,7 @@ def _wait(spool: Spool, ids: list[str], *, timeout: float | None, show: bool) ->
                 done = 100 if st.state.terminal else st.progress
                 bars.update(tasks[job_id], completed=done, description=f"{job_id}  {render.state_text(st):<28}")
 
-        return spool.wait_for(ids, timeout=timeout, on_poll=draw)
+        return actions.wait_for(spool, ids, timeout=timeout, on_poll=draw)
 
 
 @app.command("wait")
@@ -402,7 +402,7 @@ def _apply(ctx: typer.Context, ids: list[str], action: str, json_out: bool) -> N
     for text in ids:
         try:
             job_id = spool.resolve(text)
-            changed.append(spool.cancel(job_id) if action == "cancel" else spool.retry(job_id))
+            changed.append(actions.cancel(spool, job_id) if action == "cancel" else actions.retry(spool, job_id))
         except KlipnoteError as exc:
             render.error(str(exc))
             code = max(code, exc.exit_code)
@@ -442,7 +442,7 @@ def gc(
     except ValueError as exc:
         raise UsageError(f"--older-than {older_than!r}: {exc}") from None
     spool = session_of(ctx).spool()
-    removed = spool.gc(age, dry_run=dry_run)
+    removed = retention.gc(spool, age, dry_run=dry_run)
     removed += [f"workers/{w}" for w in Registry(spool).prune(age, dry_run=dry_run)]
     if json_out:
         render.print_json({"removed": removed, "dry_run": dry_run})

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from klipnote import defaults, render
+from klipnote import defaults, recovery, render
 from klipnote.cli.app import JsonFlag, app, session_of
 from klipnote.errors import UsageError
 
@@ -36,7 +36,7 @@ def workers(
     from klipnote.monitor import snapshot
 
     spool = session_of(ctx).spool()
-    spool.reap()
+    recovery.reap(spool)
     snap = snapshot(spool, jobs=False, dead_window=None if show_all else defaults.RECENT_DEAD_WORKERS)
     if json_out:
         render.print_json({"workers": [view.to_json() for view in snap.workers], "hidden": snap.hidden,
@@ -72,7 +72,7 @@ def top(
     cache = StatusCache(spool)  # frames after the first re-read only the statuses that changed
 
     def frame() -> object:
-        spool.reap()
+        recovery.reap(spool)
         return render.top_frame(snapshot(spool, cache))
 
     if once:
@@ -109,7 +109,7 @@ def metrics(
         raise UsageError(f"--textfile {str(textfile)!r} is a folder: give a file path, such as "
                          "/var/lib/node_exporter/textfile/klipnote.prom")
     spool = session_of(ctx).spool()
-    spool.reap()
+    recovery.reap(spool)
     text = exposition.exposition(exposition.collect(snapshot(spool, failures=0)))
     if textfile is None:
         typer.echo(text, nl=False)
