@@ -22,7 +22,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from klipnote import defaults, envcheck, models, modelstore
+from klipnote import defaults, envcheck, modelstore, offline_models
 from klipnote.config import Settings, config_path, load_settings, missing_config_warning, parse_bool
 from klipnote.errors import ConfigError, KlipnoteError, SpoolError, UsageError, summary
 from klipnote.fsio import probe_write
@@ -343,13 +343,13 @@ def _check_offline(ref: modelstore.ModelRef) -> Check:
     assert model is not None
     try:
         for package, inner in model.parts:
-            models.package_file(package, inner, model)
+            offline_models.package_file(package, inner, model)
     except KlipnoteError as exc:
         return fail("model", str(exc))
-    if not models.is_assembled(model):
+    if not offline_models.is_assembled(model):
         return warn("model", f"{model.name} is not assembled yet (the worker does it at start, in seconds)",
                     f"klipnote models pull {model.name}")
-    return _with_manifest(f"{model.name} assembled in {models.model_folder(model)}", ref, None,
+    return _with_manifest(f"{model.name} assembled in {offline_models.model_folder(model)}", ref, None,
                           f"klipnote models pull {model.name}")
 
 

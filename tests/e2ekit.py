@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from klipnote.models import OFFLINE_MODELS, assemble
+from klipnote.offline_models import OFFLINE_MODELS, assemble
 from klipnote.subtitles import Cue
 
 from .conftest import REPO

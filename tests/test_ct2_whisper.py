@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from klipnote.errors import KlipnoteError
-from klipnote.models import OFFLINE_MODELS, assemble
+from klipnote.offline_models import OFFLINE_MODELS, assemble
 
 from .conftest import REPO
 from .ct2_whisper import SOURCE_MARK, build_transformers_checkpoint

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from klipnote import envcheck
-from klipnote.models import OFFLINE_MODELS, assemble
+from klipnote.offline_models import OFFLINE_MODELS, assemble
 from klipnote.spool import Spool
 
 from .conftest import REPO

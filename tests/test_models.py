@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from klipnote.models import OFFLINE_MODELS, package_file
+from klipnote.offline_models import OFFLINE_MODELS, package_file
 
 from .conftest import REPO
 from .hubkit import Hub, Repo, git_blob_id, serve

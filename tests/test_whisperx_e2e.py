@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from klipnote.errors import KlipnoteError
-from klipnote.models import OFFLINE_MODELS, OfflineModel, assemble
+from klipnote.offline_models import OFFLINE_MODELS, OfflineModel, assemble
 from klipnote.subtitles import StyleRules, check_rules
 
 from .conftest import ffmpeg

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from klipnote import cjk, models, modelstore
+from klipnote import cjk, modelstore, offline_models
 from klipnote.audio import SAMPLE_RATE
 from klipnote.config import Settings
 from klipnote.engines.batching import Job, Window
@@ -88,7 +88,7 @@ class WhisperXEngine:
         from faster_whisper import WhisperModel
         from whisperx.vads import Pyannote
 
-        self.model_path = models.resolve_whisper(self.model_name)
+        self.model_path = offline_models.resolve_whisper(self.model_name)
         try:
             pinned = modelstore.pinned_folder(self.model_name, self.settings)  # a hub name at a pinned revision
             if pinned is not None:
