@@ -1,0 +1,229 @@
+"""The belle2 engine in process: its text and character times against the method it replaced and known speech.
+
+Until this engine timed characters itself, it asked ``generate(return_token_timestamps=True)`` for
+them: transformers then switches the model to eager attention and keeps every layer's attention at
+every step. The reference here is exactly that call, on a model instance of its own (the switch
+sticks to the instance), on the engine's own windows: the engine must decode the same text and time
+the same tokens as well. The independent reference is the audio itself: zh.wav with a known stretch
+of silence put into it, and six copies of zh.wav at known offsets.
+
+Model: Whisper base as a transformers checkpoint, built offline (see tests/test_belle2.py).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from klipnote.audio import SAMPLE_RATE, decode
+from klipnote.engines import JobOptions, batching
+from klipnote.engines.batching import Job, Request
+from klipnote.transcript import Transcript
+
+from .e2ekit import belle2_checkpoint
+from .speech import PAUSE, REPEATS, long_mandarin
+
+pytestmark = [pytest.mark.slow, pytest.mark.belle2]
+
+#: Where zh.wav pauses between 早上9点 and 至下午5点 (seconds), and the silence put there.
+PAUSE_AT, INSERTED = 3.28, 1.5
+#: 10 ms frames louder than this are speech (zh.wav: speech -10 to -30 dB, its silence -60 to -70 dB).
+SPEECH_DB = -35.0
+#: How far a character may sit from where the audio says speech starts or ends (Whisper base, 20 ms frames).
+ONSET_TOLERANCE = 0.25
+
+
+def no_progress(stage: Any, percent: float) -> None:
+    """batching.run reports progress; these tests do not follow it."""
+
+
+@pytest.fixture(scope="module")
+def checkpoint(model_cache: Path) -> Path:
+    return belle2_checkpoint(model_cache)
+
+
+@pytest.fixture(scope="module")
+def engine(checkpoint: Path) -> Any:
+    from klipnote.config import load_settings
+    from klipnote.engines import create
+    from klipnote.job import Model
+
+    settings = load_settings({"belle2_model": str(checkpoint), "zh_script": "original"})
+    loaded = create(Model.BELLE2, settings, device="cpu", batch_size=8)
+    loaded.load()
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint: Path) -> tuple[Any, Any]:
+    """The replaced method's model: a separate instance, eager attention (what token timestamps force)."""
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    model = WhisperForConditionalGeneration.from_pretrained(checkpoint, attn_implementation="eager").eval()
+    return model, WhisperProcessor.from_pretrained(checkpoint)
+
+
+@pytest.fixture(scope="module")
+def gap_audio(corpus: Path) -> np.ndarray:
+    """zh.wav with INSERTED seconds of silence at PAUSE_AT."""
+    speech = decode(corpus / "zh.wav")
+    cut = int(PAUSE_AT * SAMPLE_RATE)
+    return np.concatenate([speech[:cut], np.zeros(int(INSERTED * SAMPLE_RATE), np.float32), speech[cut:]])
+
+
+@pytest.fixture(scope="module")
+def long_audio(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    return decode(long_mandarin(corpus, tmp_path_factory.mktemp("speech") / "long-mandarin.wav"))
+
+
+def transcribe(engine: Any, audio: np.ndarray) -> Transcript:
+    return batching.transcribe(engine, audio, JobOptions(), no_progress)
+
+
+def replaced_method(engine: Any, reference: tuple[Any, Any], audio: np.ndarray) -> list[tuple[str, list]]:
+    """Per segment on the engine's own windows: its text and (character, onset in file seconds) for each
+    token that spells one character, from ``generate(return_token_timestamps=True)``."""
+    import torch
+
+    model, processor = reference
+    tokenizer = processor.tokenizer
+    first_special = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    segments = []
+    for window in engine.plan(Job(Request(audio, JobOptions(), no_progress))):
+        piece = audio[int(window.start * SAMPLE_RATE):int(window.end * SAMPLE_RATE)]
+        features = processor.feature_extractor([piece], sampling_rate=SAMPLE_RATE, return_tensors="pt",
+                                               return_attention_mask=True)
+        with torch.inference_mode():
+            out = model.generate(features.input_features, attention_mask=features.attention_mask, language="zh",
+                                 task="transcribe", return_timestamps=True, return_token_timestamps=True,
+                                 return_dict_in_generate=True)
+        for found in out["segments"][0]:
+            pairs = [(token, float(at)) for token, at in zip(found["tokens"].tolist(),
+                                                              found["token_timestamps"].tolist(), strict=False)
+                     if token < first_special]
+            if pairs:
+                text = tokenizer.decode([token for token, _ in pairs]).strip()
+                chars = [(tokenizer.decode([token]), window.start + at) for token, at in pairs]
+                segments.append((text, [(c, at) for c, at in chars if len(c) == 1 and "\u4e00" <= c <= "\u9fff"]))
+    return segments
+
+
+def onsets(transcript: Transcript) -> list[list[tuple[str, float]]]:
+    return [[(w.word, w.start) for w in s.words] for s in transcript.segments]
+
+
+def matched(ours: list[tuple[str, float]], theirs: list[tuple[str, float]]) -> list[tuple[float, float]]:
+    """(our onset, their onset) for each of their characters, found in order among ours."""
+    pairs, position = [], 0
+    for char, at in theirs:
+        while ours[position][0] != char:
+            position += 1
+        pairs.append((ours[position][1], at))
+        position += 1
+    return pairs
+
+
+def speech_edges(audio: np.ndarray) -> np.ndarray:
+    """Seconds at which each 10 ms frame is louder than SPEECH_DB."""
+    frames = audio[:len(audio) // 160 * 160].reshape(-1, 160)
+    loud = 10 * np.log10((frames.astype(np.float64) ** 2).mean(axis=1) + 1e-12) > SPEECH_DB
+    return np.flatnonzero(loud) / 100
+
+
+@pytest.fixture(scope="module")
+def gap_results(engine, reference, gap_audio) -> tuple[Transcript, list]:
+    return transcribe(engine, gap_audio), replaced_method(engine, reference, gap_audio)
+
+
+@pytest.fixture(scope="module")
+def long_results(engine, reference, long_audio) -> tuple[Transcript, list]:
+    return transcribe(engine, long_audio), replaced_method(engine, reference, long_audio)
+
+
+@pytest.mark.parametrize("results", ["gap_results", "long_results"])
+def test_same_text_as_the_replaced_method(results, request):
+    transcript, replaced = request.getfixturevalue(results)
+    assert [s.text for s in transcript.segments] == [text for text, _ in replaced]
+
+
+@pytest.mark.parametrize("results", ["gap_results", "long_results"])
+def test_characters_are_timed_where_the_replaced_method_timed_them(results, request):
+    transcript, replaced = request.getfixturevalue(results)
+    gaps = [abs(ours - theirs) for segment, (_, chars) in zip(onsets(transcript), replaced, strict=True)
+            for ours, theirs in matched(segment, chars)]
+    assert len(gaps) >= 8
+    assert np.median(gaps) <= 0.02 and max(gaps) <= 0.12, gaps
+
+
+def test_no_character_straddles_known_silence_and_speech_resumes_on_time(gap_results, gap_audio):
+    """Speech stops before the inserted silence and starts again after it: characters keep to either side,
+    and the first one after it starts where the speech does, no later than the replaced method put it."""
+    transcript, replaced = gap_results
+    loud = speech_edges(gap_audio)
+    stops, resumes = loud[loud < PAUSE_AT].max() + 0.01, loud[loud > PAUSE_AT].min()
+    words = [w for s in transcript.segments for w in s.words]
+    assert all(w.end <= stops + ONSET_TOLERANCE or w.start >= resumes - ONSET_TOLERANCE for w in words), words
+    ours = next(w.start for w in words if w.start >= stops)
+    theirs = next(at for _, chars in replaced for _, at in chars if at >= stops)
+    assert abs(ours - resumes) <= ONSET_TOLERANCE
+    assert abs(ours - resumes) <= abs(theirs - resumes) + 0.04, (ours, theirs, resumes)
+
+
+def test_each_copy_of_the_sentence_keeps_its_characters(long_results, corpus):
+    """Six copies of zh.wav at known offsets: every character lies inside the speech of its own copy."""
+    transcript, _ = long_results
+    loud = speech_edges(decode(corpus / "zh.wav"))
+    period = len(decode(corpus / "zh.wav")) / SAMPLE_RATE + PAUSE
+    words = [w for s in transcript.segments for w in s.words]
+    copies = {int((w.start + w.end) / 2 // period) for w in words}
+    assert copies == set(range(REPEATS))
+    for w in words:
+        copy = int((w.start + w.end) / 2 // period) * period
+        assert copy + loud.min() - ONSET_TOLERANCE <= w.start <= w.end <= copy + loud.max() + ONSET_TOLERANCE, w
+
+
+def test_decoding_keeps_sdpa_attention(engine, long_results):
+    """The replaced method switched the model to eager attention for good; this engine never does."""
+    assert engine._model.config._attn_implementation == "sdpa"
+
+
+def test_alignment_heads_scores_are_the_models_own_attention(engine, long_audio):
+    """The hooks' q k^T for the alignment heads, after a softmax, equals the attention weights that eager
+    attention returns for those heads (on the same tokens and audio)."""
+    import torch
+
+    from klipnote.engines.belle2_engine import _alignment_scores
+
+    model = engine._model
+    features = engine._processor.feature_extractor([long_audio[:10 * SAMPLE_RATE]], sampling_rate=SAMPLE_RATE,
+                                                   return_tensors="pt").input_features
+    tokens = torch.tensor([engine._prompt + engine._processor.tokenizer.encode("开放时间", add_special_tokens=False)])
+    with torch.inference_mode():
+        encoded = model.model.encoder(features).last_hidden_state
+        with _alignment_scores(model.model.decoder, engine._heads) as scores:
+            model.model.decoder(input_ids=tokens, encoder_hidden_states=encoded, use_cache=False)
+        model.config._attn_implementation = "eager"
+        try:
+            eager = model.model.decoder(input_ids=tokens, encoder_hidden_states=encoded, use_cache=False,
+                                        output_attentions=True).cross_attentions
+        finally:
+            model.config._attn_implementation = "sdpa"
+    ours = torch.cat(scores, dim=1).softmax(dim=-1)
+    expected = torch.stack([eager[layer][:, head] for layer, heads in engine._heads.items() for head in heads], dim=1)
+    assert torch.allclose(ours, expected, atol=1e-5)
+
+
+def test_windows_of_several_jobs_in_one_batch_come_out_as_each_alone(engine, gap_audio, long_audio):
+    alone = [transcribe(engine, audio) for audio in (gap_audio, long_audio)]
+    requests = [Request(audio, JobOptions(), no_progress) for audio in (gap_audio, long_audio)]
+    finished = {id(f.request): f.transcript for f in batching.run(engine, requests)}
+    assert engine.batch_size >= 3  # the gap audio's window and long audio's two went through one batch
+    for one, other in zip(alone, [finished[id(r)] for r in requests], strict=True):
+        assert other is not None
+        assert [s.text for s in one.segments] == [s.text for s in other.segments]
+        ours = [(w.start, w.end) for s in one.segments for w in s.words]
+        theirs = [(w.start, w.end) for s in other.segments for w in s.words]
+        assert np.allclose(ours, theirs, atol=0.021)
