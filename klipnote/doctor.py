@@ -289,7 +289,7 @@ def check_packages(kind: str) -> Check:
 def check_torch(kind: str, device: str, guessed: bool) -> list[Check]:
     how = "guessed from this environment; --model to choose" if guessed else "as asked"
     try:
-        torch = envcheck.check_torch(kind)
+        torch = envcheck.import_torch(kind)
     except KlipnoteError as exc:
         return [fail("torch", f"{exc} ({kind} worker {how})", _torch_advice(kind)),
                 warn("device", f"{device} not checked: torch is not usable", "fix torch first")]

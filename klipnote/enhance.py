@@ -52,7 +52,7 @@ ALL_STEPS = (Step.VAD, Step.REFINE, Step.SPLIT)
 
 
 @dataclass
-class Report:
+class StepLog:
     """What the pipeline did, for the result JSON's metadata."""
 
     steps: list[dict[str, Any]] = field(default_factory=list)
@@ -63,9 +63,9 @@ class Report:
 
 
 def enhance(transcript: Transcript, audio: np.ndarray, steps: tuple[Step, ...], split_by: SplitBy,
-            rules: subtitles.StyleRules) -> tuple[list[subtitles.Cue], Report]:
+            rules: subtitles.StyleRules) -> tuple[list[subtitles.Cue], StepLog]:
     """Run ``steps`` in order on ``transcript`` (segments changed in place); return the cues."""
-    report = Report()
+    report = StepLog()
     energy = frame_energy_db(audio)
     if Step.VAD in steps:
         started, before = time.monotonic(), len(transcript.segments)
@@ -86,7 +86,7 @@ def enhance(transcript: Transcript, audio: np.ndarray, steps: tuple[Step, ...], 
 
 
 def for_job(transcript: Transcript, audio: np.ndarray, options: dict[str, Any], default_steps: tuple[Step, ...],
-            split_by: SplitBy) -> tuple[list[subtitles.Cue], Report]:
+            split_by: SplitBy) -> tuple[list[subtitles.Cue], StepLog]:
     """The steps a job chose at submit (``options["enhance"]``), else the worker's default, under the job's
     style rules."""
     steps = parse_steps(options["enhance"]) if "enhance" in options else default_steps

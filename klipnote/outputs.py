@@ -17,7 +17,7 @@ from klipnote.job import Manifest, OutputFormat, output_name
 
 if TYPE_CHECKING:
     from klipnote.claim import Claim
-    from klipnote.enhance import Report
+    from klipnote.enhance import StepLog
     from klipnote.subtitles import Cue
     from klipnote.transcript import Transcript
 
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 DELIVERED_MODE = 0o644
 
 
-def metadata(claim: Claim, transcript: Transcript, report: Report, engine: dict[str, Any], *, worker: str,
+def metadata(claim: Claim, transcript: Transcript, report: StepLog, engine: dict[str, Any], *, worker: str,
              batch: dict[str, Any], timings: dict[str, float], duration: float) -> dict[str, Any]:
     """The result JSON's ``metadata``: what ran, how, and how long it took (``engine`` is its ``describe()``)."""
     manifest = claim.manifest

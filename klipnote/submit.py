@@ -33,7 +33,7 @@ class Limits:
 
 
 @dataclass
-class Outcome:
+class Submission:
     """What became of one input: a new job, an existing one (``skipped``), or a rejection."""
 
     input: str
@@ -154,10 +154,10 @@ def submit_paths(
     *,
     copy: bool = True,
     skip_existing: bool = False,
-    on_outcome: Callable[[Outcome], None] | None = None,
-) -> list[Outcome]:
+    on_outcome: Callable[[Submission], None] | None = None,
+) -> list[Submission]:
     """Validate (in parallel: ffprobe and hashing wait on I/O) and submit, keeping input order."""
-    outcomes: list[Outcome] = []
+    outcomes: list[Submission] = []
     media.ffprobe_binary()  # one clear error up front instead of one per file
     with ThreadPoolExecutor(PROBE_THREADS) as pool:
         checks = pool.map(lambda c: (c, _check(c.path, limits)), candidates)
@@ -165,7 +165,7 @@ def submit_paths(
             if isinstance(checked, InputRejected):
                 if candidate.from_folder and isinstance(checked, media.NotMedia):
                     continue  # a folder's other files are not the user's mistake
-                outcome = Outcome(candidate.text, error=str(checked))
+                outcome = Submission(candidate.text, error=str(checked))
             else:
                 outcome = _submit_one(spool, candidate, checked, request, copy, skip_existing)
             outcomes.append(outcome)
@@ -189,9 +189,9 @@ _SKIP_PREFERENCE = (JobState.DONE, JobState.RUNNING, JobState.QUEUED, JobState.F
 
 def _submit_one(
     spool: Spool, candidate: Candidate, info: InputInfo, request: JobRequest, copy: bool, skip_existing: bool
-) -> Outcome:
+) -> Submission:
     if not skip_existing:
-        return Outcome(candidate.text, status=intake.submit(spool, info, candidate.path, request, copy=copy))
+        return Submission(candidate.text, status=intake.submit(spool, info, candidate.path, request, copy=copy))
     with spool.content_lock(info.sha256):
         existing = []
         for job_id in intake.jobs_with_content(spool, info.sha256):
@@ -201,5 +201,5 @@ def _submit_one(
                 continue
         if existing:
             best = min(existing, key=lambda st: _SKIP_PREFERENCE.index(st.state))
-            return Outcome(candidate.text, status=best, skipped=True)
-        return Outcome(candidate.text, status=intake.submit(spool, info, candidate.path, request, copy=copy))
+            return Submission(candidate.text, status=best, skipped=True)
+        return Submission(candidate.text, status=intake.submit(spool, info, candidate.path, request, copy=copy))

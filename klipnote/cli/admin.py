@@ -14,7 +14,7 @@ from klipnote.errors import UsageError
 from klipnote.job import Model
 
 if TYPE_CHECKING:
-    from klipnote.modelstore import Entry, Manifest, Problem
+    from klipnote.modelstore import Entry, ModelManifest, Problem
 
 models_app = typer.Typer(
     help="Download models before the first job, list what is cached, verify files against their SHA-256.",
@@ -149,13 +149,13 @@ def _entry_table(entries: list[Entry]) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-def _verify_json(manifest: Manifest, problems: list[Problem]) -> dict[str, object]:
+def _verify_json(manifest: ModelManifest, problems: list[Problem]) -> dict[str, object]:
     return {"name": manifest.name, "folder": manifest.folder, "files": len(manifest.files), "ok": not problems,
             "problems": [{"path": p.path, "reason": p.reason} for p in problems],
             "fix": manifest.pull_command if problems else None}
 
 
-def _verify_text(results: list[tuple[Manifest, list[Problem]]], *, skipped: bool) -> None:
+def _verify_text(results: list[tuple[ModelManifest, list[Problem]]], *, skipped: bool) -> None:
     if not results and not skipped:
         sys.stdout.write("no pulled models to verify; klipnote models pull NAME records their checksums\n")
     for manifest, problems in results:

@@ -130,7 +130,7 @@ def submit(
     limits = Limits(settings.max_file_size, settings.max_duration_hours)
     out = None if (json_out or quiet) else render.console()
 
-    def report(outcome) -> None:  # noqa: ANN001 - an Outcome; printed as soon as it is known
+    def report(outcome) -> None:  # noqa: ANN001 - a Submission; printed as soon as it is known
         if not outcome.accepted:
             render.error(f"{outcome.input}: {outcome.error}")
         elif quiet and not json_out:
