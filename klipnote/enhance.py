@@ -24,7 +24,6 @@ from klipnote.transcript import Segment, Transcript, WordTiming
 if TYPE_CHECKING:  # numpy is imported where the audio is looked at: the CLI parses steps without it
     import numpy as np
 
-SAMPLE_RATE = 16_000
 FRAME_SECONDS = 0.02
 #: A frame is speech when its energy is this far (dB) above the file's quiet floor, or louder than
 #: ``LOUD_DB`` (dBFS) in any case: a file with no quiet stretch (one long sentence, music) is all kept.
@@ -114,6 +113,8 @@ def _without_words(transcript: Transcript) -> Transcript:
 def frame_energy_db(audio: np.ndarray) -> np.ndarray:
     """Energy of each 20 ms frame in dB (relative to full scale)."""
     import numpy as np
+
+    from klipnote.audio import SAMPLE_RATE  # with numpy: the CLI imports this module to parse steps
 
     size = int(FRAME_SECONDS * SAMPLE_RATE)
     frames = audio[: len(audio) // size * size].reshape(-1, size) if len(audio) >= size else audio.reshape(1, -1)

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from klipnote.audio import SAMPLE_RATE
 from klipnote.enhance import (
     FRAME_SECONDS,
     REFINE_WINDOW,
-    SAMPLE_RATE,
     SplitBy,
     Step,
     choose_split,
