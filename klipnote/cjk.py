@@ -35,7 +35,7 @@ def has_cjk(text: str) -> bool:
     return any(is_cjk(c) for c in text)
 
 
-def _unspaced(char: str) -> bool:
+def unspaced(char: str) -> bool:
     """Scripts written without spaces between words: Chinese and Japanese (Korean uses spaces)."""
     code = ord(char)
     return is_cjk(char) and not any(lo <= code <= hi for lo, hi in _HANGUL)
@@ -48,7 +48,7 @@ def join(parts: Iterable[str]) -> str:
         piece = raw.strip()
         if not piece:
             continue
-        if out and not (_unspaced(out[-1]) and _unspaced(piece[0])) and piece[0] not in _NO_SPACE_BEFORE \
+        if out and not (unspaced(out[-1]) and unspaced(piece[0])) and piece[0] not in _NO_SPACE_BEFORE \
                 and out[-1] not in _NO_SPACE_AFTER:
             out += " "
         out += piece

@@ -127,7 +127,6 @@ _WEAK_ENDINGS = frozenset({"a", "an", "the", "to", "of", "in", "on", "at", "for"
 _PHRASE_STARTS = frozenset({"and", "but", "or", "nor", "so", "as", "that", "which", "who", "whom", "whose", "where",
                             "when", "while", "because", "if", "unless", "although", "though", "than", "to", "of",
                             "in", "on", "at", "for", "with", "from", "by", "about", "before", "after", "into"})
-_HANGUL = ((0x1100, 0x11FF), (0x3130, 0x318F), (0xAC00, 0xD7AF))
 
 # Costs of a way to cut a segment into cues: the cheapest wins. A cue costs 1, so a cut elsewhere
 # than at punctuation costs as much as two more cues cut at sentence ends; a pause before it makes it
@@ -238,13 +237,7 @@ class _Unit:
 
 
 _wide = cache(cjk.is_cjk)
-
-
-@cache
-def _unspaced(char: str) -> bool:
-    """Chinese and Japanese, written without spaces between words (Korean has them)."""
-    code = ord(char)
-    return _wide(char) and not any(lo <= code <= hi for lo, hi in _HANGUL)
+_unspaced = cache(cjk.unspaced)
 
 
 def _units(text: str) -> list[tuple[str, bool]]:
