@@ -76,8 +76,7 @@ WORKER_POLL_INTERVAL = 1.0
 #: Seconds a worker waits before trying again a spool whose disk is full.
 SPOOL_FULL_RETRY_INTERVAL = 5.0
 
-#: Output formats; srt and json are always written.
-OUTPUT_FORMATS = ("srt", "vtt", "txt", "tsv", "json", "html")
+#: Output formats written for every job, whatever else it asks for (the others: ``klipnote.job.OutputFormat``).
 ALWAYS_WRITTEN_FORMATS = ("srt", "json")
 
 #: Subtitle style rules (``klipnote.subtitles.StyleRules``), after the Netflix Timed Text Style Guide.

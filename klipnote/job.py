@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from klipnote import defaults
+
 
 class JobState(str, Enum):
     QUEUED = "queued"
@@ -70,6 +72,10 @@ class OutputFormat(str, Enum):
     HTML = "html"  # the review page (klipnote.review)
 
 
+#: The formats every job gets (:data:`klipnote.defaults.ALWAYS_WRITTEN_FORMATS`), first in every request.
+ALWAYS_WRITTEN = tuple(OutputFormat(f) for f in defaults.ALWAYS_WRITTEN_FORMATS)
+
+
 def now() -> float:
     """Wall-clock time as stored in the spool (Unix seconds, float)."""
     return time.time()
@@ -108,7 +114,7 @@ class Manifest:
     lane: Lane
     routing_reason: str
     language: str | None = None
-    formats: tuple[OutputFormat, ...] = (OutputFormat.SRT, OutputFormat.JSON)
+    formats: tuple[OutputFormat, ...] = ALWAYS_WRITTEN
     output_dir: str | None = None
     next_to_input: bool = False
     priority: int = 0
@@ -130,7 +136,7 @@ class Manifest:
         values["input"] = InputInfo.from_dict(data["input"])
         values["model"] = Model(data["model"])
         values["lane"] = Lane(data["lane"])
-        values["formats"] = tuple(OutputFormat(f) for f in data.get("formats", ("srt", "json")))
+        values["formats"] = tuple(OutputFormat(f) for f in data.get("formats", defaults.ALWAYS_WRITTEN_FORMATS))
         return cls(**values)
 
 
@@ -180,7 +186,7 @@ class JobRequest:
 
     model: Model = Model.AUTO
     language: str | None = None
-    formats: tuple[OutputFormat, ...] = (OutputFormat.SRT, OutputFormat.JSON)
+    formats: tuple[OutputFormat, ...] = ALWAYS_WRITTEN
     output_dir: str | None = None
     next_to_input: bool = False
     priority: int = 0

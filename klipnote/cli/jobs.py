@@ -14,7 +14,7 @@ from klipnote import actions, defaults, recovery, render, retention
 from klipnote.cli.app import DOCS, EXIT_TIMEOUT, IdsArg, JsonFlag, app, session_of
 from klipnote.config import parse_duration
 from klipnote.errors import KlipnoteError, UsageError
-from klipnote.job import JobRequest, JobState, Lane, Model, OutputFormat, Status, ZhScript, output_name
+from klipnote.job import ALWAYS_WRITTEN, JobRequest, JobState, Lane, Model, OutputFormat, Status, ZhScript, output_name
 from klipnote.registry import Registry
 from klipnote.spool import Spool
 
@@ -116,7 +116,7 @@ def submit(
         if output_dir.exists() and not output_dir.is_dir():
             raise UsageError(f"--output-dir {output_dir} exists and is not a folder")
         output_dir = Path(os.path.abspath(output_dir))
-    chosen = (OutputFormat.SRT, OutputFormat.JSON, *(formats or ()))
+    chosen = (*ALWAYS_WRITTEN, *(formats or ()))
     request = JobRequest(
         model=model or Model(settings.default_model),
         language=language,
