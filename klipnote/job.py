@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any
 
 from klipnote import defaults
+from klipnote.records import known_fields
 
 
 class JobState(str, Enum):
@@ -81,11 +82,6 @@ def now() -> float:
     return time.time()
 
 
-def _known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in data.items() if k in names}
-
-
 @dataclass(frozen=True)
 class InputInfo:
     """The file a job transcribes, as it was when submitted."""
@@ -101,7 +97,7 @@ class InputInfo:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> InputInfo:
-        return cls(**_known_fields(cls, data))
+        return cls(**known_fields(cls, data))
 
 
 @dataclass(frozen=True)
@@ -132,7 +128,7 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
-        values = _known_fields(cls, data)
+        values = known_fields(cls, data)
         values["input"] = InputInfo.from_dict(data["input"])
         values["model"] = Model(data["model"])
         values["lane"] = Lane(data["lane"])
@@ -173,7 +169,7 @@ class Status:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Status:
-        values = _known_fields(cls, data)
+        values = known_fields(cls, data)
         values["state"] = JobState(data["state"])
         values["lane"] = Lane(data["lane"])
         values["stage"] = Stage(data["stage"]) if data.get("stage") else None

@@ -28,8 +28,13 @@ def from_json(cls: type[R], data: Any, **converted: Any) -> R:
     ignored (a newer version may add some), ``converted`` replaces the values that need more than JSON."""
     if not isinstance(data, dict):
         raise TypeError(f"{data!r:.40} is not an object")
-    known = {name: value for name, value in data.items() if name in {f.name for f in dataclasses.fields(cls)}}
-    return checked(cls(**{**known, **converted}))
+    return checked(cls(**{**known_fields(cls, data), **converted}))
+
+
+def known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
+    """The items of ``data`` that name a field of the dataclass ``cls``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {name: value for name, value in data.items() if name in names}
 
 
 def checked(record: R) -> R:
