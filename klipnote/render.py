@@ -1,4 +1,5 @@
-"""How jobs look to people (rich tables, colour only on a terminal) and to scripts (stable JSON).
+"""How klipnote looks to people (rich tables, colour only on a terminal, plain aligned columns where
+output is grepped) and to scripts (stable JSON). Sizes and durations: :mod:`klipnote.humanize`.
 
 rich is imported inside the functions that draw, so ``--json`` and ``-q`` never pay for it.
 """
@@ -11,10 +12,14 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from klipnote.humanize import duration, size, timestamp, when
 from klipnote.job import JobState, Status
 from klipnote.registry import WorkerRecord, WorkerState
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from klipnote.modelstore import Entry
     from klipnote.monitor import RunningJob, Snapshot, WorkerView
 
 STATE_STYLE = {
@@ -34,39 +39,6 @@ def console(stderr: bool = False) -> Any:
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False, soft_wrap=not stderr)
-
-
-def when(ts: float | None) -> str:
-    if not ts:
-        return "-"
-    ago = time.time() - ts
-    return f"{timestamp(ts)} ({duration(ago)} ago)" if ago >= 0 else timestamp(ts)
-
-
-def timestamp(ts: float) -> str:
-    """Local date and time, to the second: where ``when``'s "ago" would make a table row too wide."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
-
-
-def size(n: float, decimals: int = 1) -> str:
-    """``1.5 GiB``, ``12.0 MiB``, ``844 bytes``; ``decimals=2`` to compare a file with a limit."""
-    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= scale:
-            return f"{n / scale:.{decimals}f} {unit}"
-    return f"{int(n)} bytes"
-
-
-def duration(seconds: float, *, precise: bool = False) -> str:
-    """``2 h 5 min``, ``3 min 20 s``, ``42 s``; ``precise`` keeps hundredths under a minute (``0.36 s``),
-    for comparing a file with a limit."""
-    if precise and seconds < 60:
-        return f"{max(0.0, seconds):.2f} s"
-    seconds = int(max(0, seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min"
 
 
 def state_text(status: Status) -> str:
@@ -238,3 +210,40 @@ def top_frame(snap: Snapshot) -> Any:
     if snap.failures:
         parts.extend([Text(""), failures_table(snap.failures)])
     return Group(*parts)
+
+
+def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Plain columns, two spaces apart, never wrapped (for grep and cut); the last column is not padded."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join(f"{cell:<{w}}" for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+            for row in rows]
+
+
+def models_table(entries: Sequence[Entry]) -> None:
+    """Aligned columns, and each model's folder on a line of its own below it: a cache path is longer
+    than an 80-column terminal leaves beside the other columns, and is never cut."""
+    rows = [("name", "source", "revision", "size", "files", "state")]
+    for e in entries:
+        state = e.integrity.value + (f" {timestamp(e.verified_at)}" if e.verified_at else "")
+        rows.append((e.name, e.source.value, (e.commit or "-")[:12], size(e.size), str(e.files), state))
+    lines = []
+    for i, line in enumerate(aligned(rows)):
+        lines.append(line)
+        if i:
+            lines.append(f"  {entries[i - 1].folder}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def settings_table(path: Path, described: dict[str, dict[str, Any]]) -> None:
+    """Each setting, its value as a config file spells it, and where it came from; the file read first."""
+    rows = [("setting", "value", "source")]
+    for name, info in described.items():
+        value = "(not set)" if info["value"] is None else _config_spelling(info["value"])
+        rows.append((name, value, info["source"] + (f" {info['origin']}" if info["origin"] else "")))
+    state = "" if path.exists() else "  (not found: nothing read from a file)"
+    sys.stdout.write("\n".join([f"config file: {path}{state}", "", *aligned(rows)]) + "\n")
+
+
+def _config_spelling(value: object) -> str:
+    """Values as a config file spells them: ``true``, not Python's ``True``."""
+    return str(value).lower() if isinstance(value, bool) else str(value)

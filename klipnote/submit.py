@@ -18,8 +18,8 @@ from typing import Any
 from klipnote import intake, media
 from klipnote.errors import InputRejected, KlipnoteError
 from klipnote.fsio import sha256_file
+from klipnote.humanize import duration, size
 from klipnote.job import InputInfo, JobRequest, JobState, Status
-from klipnote.render import duration, size
 from klipnote.spool import Spool
 
 STDIN_MARK = "-"

@@ -11,6 +11,7 @@ from klipnote import render
 from klipnote.cli.app import JsonFlag, app, session_of
 from klipnote.config import Device
 from klipnote.errors import UsageError
+from klipnote.humanize import size
 from klipnote.job import Model
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def models_pull(
         render.print_json(manifest.to_json())
         return
     at = f" at {manifest.commit}" if manifest.commit else ""
-    sys.stdout.write(f"{manifest.name}: {len(manifest.files)} files, {render.size(manifest.size)}{at}, "
+    sys.stdout.write(f"{manifest.name}: {len(manifest.files)} files, {size(manifest.size)}{at}, "
                      f"SHA-256 recorded, in {manifest.folder}\n")
 
 
@@ -100,7 +101,7 @@ def models_list(ctx: typer.Context, json: JsonFlag = False) -> None:
     if not entries:
         sys.stdout.write("no models cached; klipnote models pull NAME downloads one\n")
         return
-    _entry_table(entries)
+    render.models_table(entries)
 
 
 @models_app.command("verify")
@@ -131,22 +132,6 @@ def _entry_json(entry: Entry) -> dict[str, object]:
     return {"name": entry.name, "source": entry.source.value, "repo_id": entry.repo_id, "commit": entry.commit,
             "folder": entry.folder, "size": entry.size, "files": entry.files, "integrity": entry.integrity.value,
             "verified_at": entry.verified_at, **entry.extra}
-
-
-def _entry_table(entries: list[Entry]) -> None:
-    """Aligned columns, and each model's folder on a line of its own below it: a cache path is longer
-    than an 80-column terminal leaves beside the other columns, and is never cut."""
-    rows = [("name", "source", "revision", "size", "files", "state")]
-    for e in entries:
-        state = e.integrity.value + (f" {render.timestamp(e.verified_at)}" if e.verified_at else "")
-        rows.append((e.name, e.source.value, (e.commit or "-")[:12], render.size(e.size), str(e.files), state))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = []
-    for i, row in enumerate(rows):
-        lines.append("  ".join(f"{cell:<{w}}" for cell, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1])
-        if i:
-            lines.append(f"  {entries[i - 1].folder}")
-    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def _verify_json(manifest: ModelManifest, problems: list[Problem]) -> dict[str, object]:

@@ -35,16 +35,7 @@ def show(ctx: typer.Context, json_out: JsonFlag = False) -> None:
     if json_out:
         render.print_json({"config_file": {"path": str(path), "exists": path.exists()}, "settings": described})
         return
-    # Plain aligned columns, never wrapped: a long path stays on one line for grep and cut.
-    rows = [("setting", "value", "source")]
-    for name, info in described.items():
-        value = "(not set)" if info["value"] is None else _shown(info["value"])
-        rows.append((name, value, info["source"] + (f" {info['origin']}" if info["origin"] else "")))
-    widths = [max(len(row[i]) for row in rows) for i in range(2)]
-    state = "" if path.exists() else "  (not found: nothing read from a file)"
-    lines = [f"config file: {path}{state}", ""]
-    lines += [f"{name:<{widths[0]}}  {value:<{widths[1]}}  {source}" for name, value, source in rows]
-    sys.stdout.write("\n".join(lines) + "\n")
+    render.settings_table(path, described)
 
 
 @config_app.command("init")
@@ -72,7 +63,3 @@ def path_cmd() -> None:
     """Print the config file's path (KLIPNOTE_CONFIG, else ~/.config/klipnote/config.toml), found or not."""
     sys.stdout.write(f"{config.config_path()}\n")
 
-
-def _shown(value: object) -> str:
-    """Values as a config file spells them: ``true``, not Python's ``True``."""
-    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -15,6 +15,7 @@ import typer
 from klipnote import defaults, recovery, render
 from klipnote.cli.app import JsonFlag, app, session_of
 from klipnote.errors import UsageError
+from klipnote.humanize import duration
 
 
 @app.command()
@@ -49,7 +50,7 @@ def workers(
     else:
         render.console().print(f"no workers have registered in {spool.root}", markup=False)
     if snap.hidden:
-        window = render.duration(defaults.RECENT_DEAD_WORKERS)
+        window = duration(defaults.RECENT_DEAD_WORKERS)
         render.error(f"{snap.hidden} worker(s) dead for over {window} not shown: `klipnote workers --all` lists them")
     render.warn_lines(list(snap.unserved.values()))
 
