@@ -2,7 +2,8 @@
 
 Each file is checked before it can touch the spool: it exists, is a regular readable non-empty
 file within the size limit, ffprobe finds an audio stream, and it is not too long. A rejected
-file gets an outcome with a one-line reason; the others are still submitted.
+file gets an outcome with a one-line reason; the others are still submitted. The options a submit
+asks for (output folder, enhancement steps, subtitle style) are checked here too, before any file.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from klipnote import intake, media
-from klipnote.errors import InputRejected, KlipnoteError
+from klipnote.errors import InputRejected, KlipnoteError, UsageError
 from klipnote.fsio import sha256_file
 from klipnote.humanize import duration, size
-from klipnote.job import InputInfo, JobRequest, JobState, Status
+from klipnote.job import InputInfo, JobRequest, JobState, Status, ZhScript
 from klipnote.spool import Spool
 
 STDIN_MARK = "-"
@@ -31,6 +32,41 @@ class Limits:
     max_file_size: int
     max_duration_hours: float
 
+
+def output_folder(path: Path | None) -> str | None:
+    """``--output-dir`` as the manifest keeps it (absolute), refused now if it is something else than a folder."""
+    if path is None:
+        return None
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--output-dir {path} exists and is not a folder")
+    return os.path.abspath(path)
+
+
+def job_options(diarize: bool, zh_script: ZhScript | None, enhance_steps: str | None, max_line_width: int | None,
+                 max_lines: int | None, max_cue_duration: float | None) -> dict[str, Any]:
+    """What a job asks beyond the defaults, checked at submit so that a bad value never reaches a worker."""
+    from klipnote.enhance import parse_steps
+    from klipnote.subtitles import StyleRules
+
+    options: dict[str, Any] = {}
+    if diarize:
+        options["diarize"] = True
+    if zh_script is not None:
+        options["zh_script"] = zh_script.value
+    if enhance_steps is not None:
+        try:
+            options["enhance"] = ",".join(step.value for step in parse_steps(enhance_steps)) or "none"
+        except ValueError as exc:
+            raise UsageError(f"--enhance {enhance_steps!r}: {exc}") from None
+    style = {key: value for key, value in (("max_line_width_latin", max_line_width), ("max_lines", max_lines),
+                                           ("max_cue_duration", max_cue_duration)) if value is not None}
+    if style:
+        try:
+            StyleRules(**style)
+        except ValueError as exc:
+            raise UsageError(f"subtitle style: {exc}") from None
+        options["style"] = style
+    return options
 
 @dataclass
 class Submission:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -106,25 +105,21 @@ def submit(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only job ids, one a line.")] = False,
 ) -> None:
     """Queue files for transcription. Exit 0 if all were accepted, 1 if any was rejected."""
-    from klipnote.submit import Limits, expand, submit_paths
+    from klipnote.submit import Limits, expand, job_options, output_folder, submit_paths
 
     if not files:
         raise UsageError("no input files: give FILE..., a folder with --recursive, or - to read paths from stdin")
     session = session_of(ctx)
     settings = session.settings
-    if output_dir is not None:
-        if output_dir.exists() and not output_dir.is_dir():
-            raise UsageError(f"--output-dir {output_dir} exists and is not a folder")
-        output_dir = Path(os.path.abspath(output_dir))
     chosen = (*ALWAYS_WRITTEN, *(formats or ()))
     request = JobRequest(
         model=model or Model(settings.default_model),
         language=language,
         formats=tuple(dict.fromkeys(chosen)),
-        output_dir=str(output_dir) if output_dir else None,
+        output_dir=output_folder(output_dir),
         next_to_input=next_to_input,
         priority=priority,
-        options=_job_options(diarize, zh_script, enhance_steps, max_line_width, max_lines, max_cue_duration),
+        options=job_options(diarize, zh_script, enhance_steps, max_line_width, max_lines, max_cue_duration),
     )
     spool = session.spool(create=True)
     limits = Limits(settings.max_file_size, settings.max_duration_hours)
@@ -163,33 +158,6 @@ def submit(
     if json_out:
         render.print_json([o.to_json() for o in outcomes])
     raise typer.Exit(exit_code)
-
-
-def _job_options(diarize: bool, zh_script: ZhScript | None, enhance_steps: str | None, max_line_width: int | None,
-                 max_lines: int | None, max_cue_duration: float | None) -> dict[str, Any]:
-    """What a job asks beyond the defaults, checked now so that a bad value never reaches a worker."""
-    from klipnote.enhance import parse_steps
-    from klipnote.subtitles import StyleRules
-
-    options: dict[str, Any] = {}
-    if diarize:
-        options["diarize"] = True
-    if zh_script is not None:
-        options["zh_script"] = zh_script.value
-    if enhance_steps is not None:
-        try:
-            options["enhance"] = ",".join(step.value for step in parse_steps(enhance_steps)) or "none"
-        except ValueError as exc:
-            raise UsageError(f"--enhance {enhance_steps!r}: {exc}") from None
-    style = {key: value for key, value in (("max_line_width_latin", max_line_width), ("max_lines", max_lines),
-                                           ("max_cue_duration", max_cue_duration)) if value is not None}
-    if style:
-        try:
-            StyleRules(**style)
-        except ValueError as exc:
-            raise UsageError(f"subtitle style: {exc}") from None
-        options["style"] = style
-    return options
 
 
 # ---------------------------------------------------------------------- reading
