@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from klipnote.audio import SAMPLE_RATE
 from klipnote.errors import KlipnoteError
 from klipnote.offline_models import OFFLINE_MODELS, assemble
 
@@ -37,7 +38,6 @@ ZH = "开放时间早上9点至下午5点"
 #: Equally right: numbers in characters, and the same sentence in Traditional characters, which Whisper
 #: base tends to write (no Traditional-to-Simplified mapping is available offline).
 ZH_ALSO = ("开放时间早上九点至下午五点", "開放時間早上9點至下午5點", "開放時間早上九點至下午五點")
-SAMPLE_RATE = 16000
 #: <|startoftranscript|> <|en|> <|transcribe|> <|notimestamps|>, in the names the vocabulary uses.
 PROMPT = ("<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>")
 
