@@ -22,7 +22,7 @@ from klipnote import enhance, outputs, routing
 from klipnote.engines import JobOptions
 from klipnote.engines.batching import Finished, Request
 from klipnote.errors import ClaimLost, KlipnoteError, SpoolError, SpoolFull
-from klipnote.job import Lane, Stage
+from klipnote.job import Lane, SplitBy, Stage, ZhScript
 
 if TYPE_CHECKING:
     import numpy as np
@@ -74,7 +74,7 @@ class Context:
     pid: int
     host: str
     default_steps: tuple[enhance.Step, ...]
-    split_by: enhance.SplitBy
+    split_by: SplitBy
     file_mode: int
     belle2_alive: Callable[[], bool]
     handed_back: threading.Event  # set when the worker gives its jobs back (stopped past its grace period)
@@ -120,8 +120,9 @@ class Attempt:
         self.timings["decode"] = time.monotonic() - self.started
         self.log.write(f"decoded {self.seconds:.1f} s of audio")
         manifest = self.claim.manifest
+        zh_script = manifest.options.get("zh_script")
         options = JobOptions(manifest.language, bool(manifest.options.get("diarize")),
-                             manifest.options.get("zh_script"))
+                             ZhScript(zh_script) if zh_script else None)
         auto = self.claim.status.lane is Lane.AUTO
         self.request = Request(self.samples, options, self.progress, self.on_language if auto else None, self.log.write)
         return self.request

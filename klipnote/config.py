@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from klipnote import defaults
 from klipnote.errors import ConfigError
-from klipnote.job import Model, ZhScript
+from klipnote.job import Model, SplitBy, ZhScript
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -114,12 +114,27 @@ class Device(str, Enum):
     CPU = "cpu"
 
 
-def _choice(*allowed: str) -> Callable[[Any], str]:
-    def parse(text: Any) -> str:
+class ComputeType(str, Enum):
+    """Precision of the whisperx model; ``auto``: float16 on cuda, int8 on cpu."""
+
+    AUTO = "auto"
+    FLOAT16 = "float16"
+    FLOAT32 = "float32"
+    INT8 = "int8"
+    INT8_FLOAT16 = "int8_float16"
+    BFLOAT16 = "bfloat16"
+
+
+E = TypeVar("E", bound=Enum)
+
+
+def _choice(kind: type[E]) -> Callable[[Any], E]:
+    def parse(text: Any) -> E:
         value = (text.value if isinstance(text, Enum) else str(text)).strip().lower()
-        if value not in allowed:
-            raise ValueError(f"allowed: {', '.join(allowed)}")
-        return value
+        try:
+            return kind(value)
+        except ValueError:
+            raise ValueError(f"allowed: {', '.join(str(member.value) for member in kind)}") from None
 
     return parse
 
@@ -174,7 +189,7 @@ SETTINGS: tuple[Setting, ...] = (
             example="/srv/klipnote/spool"),
     Setting("spool_group", _optional_text, None, ("KLIPNOTE_SPOOL_GROUP",),
             "Unix group that may share the spool (default: private to its owner)", example="transcribers"),
-    Setting("default_model", _choice(*(m.value for m in Model)), defaults.DEFAULT_MODEL,
+    Setting("default_model", _choice(Model), defaults.DEFAULT_MODEL,
             ("DEFAULT_TRANSCRIPTION_MODEL",), "model for jobs submitted without --model: auto, belle2 or whisperx"),
     Setting("max_file_size", parse_size, defaults.MAX_FILE_SIZE, ("MAX_FILE_SIZE",),
             "largest input accepted, in bytes or with a unit (2GiB)"),
@@ -185,9 +200,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("whisper_model_revision", _optional_text, None, ("KLIPNOTE_WHISPER_REVISION",),
             "branch, tag or commit of a hub Whisper model that workers load and models pull fetches (default: "
             "main)", example="main"),
-    Setting("device", _choice(*(d.value for d in Device)), defaults.DEVICE, ("WHISPER_DEVICE",),
+    Setting("device", _choice(Device), defaults.DEVICE, ("WHISPER_DEVICE",),
             "where workers run models: auto, cuda or cpu"),
-    Setting("compute_type", _choice("auto", "float16", "float32", "int8", "int8_float16", "bfloat16"),
+    Setting("compute_type", _choice(ComputeType),
             defaults.COMPUTE_TYPE, ("WHISPER_COMPUTE_TYPE",),
             "precision of the whisperx model: auto (float16 on cuda, int8 on cpu), float16, float32, int8, "
             "int8_float16 or bfloat16"),
@@ -206,11 +221,11 @@ SETTINGS: tuple[Setting, ...] = (
             example="main"),
     Setting("diarization_model", _text, defaults.DIARIZATION_MODEL, ("KLIPNOTE_DIARIZATION_MODEL",),
             "pyannote pipeline for --diarize: a hub id or a local folder with its config.yaml"),
-    Setting("zh_script", _choice(*(z.value for z in ZhScript)), defaults.ZH_SCRIPT, ("KLIPNOTE_ZH_SCRIPT",),
+    Setting("zh_script", _choice(ZhScript), defaults.ZH_SCRIPT, ("KLIPNOTE_ZH_SCRIPT",),
             "Chinese characters in belle2 output: simplified, traditional, or original (as the model wrote)"),
     Setting("enable_optimization", parse_bool, defaults.ENABLE_OPTIMIZATION, ("ENABLE_OPTIMIZATION",),
             "run the enhancement pipeline after transcription (vad, refine, split)"),
-    Setting("optimizer_engine", _choice("auto", "words", "segments"), defaults.OPTIMIZER_ENGINE,
+    Setting("optimizer_engine", _choice(SplitBy), defaults.OPTIMIZER_ENGINE,
             ("OPTIMIZER_ENGINE",), "how split builds cues: auto, words (word times) or segments"),
     Setting("hf_token", _optional_text, None, ("HF_TOKEN", "HUGGINGFACE_TOKEN"),
             "Hugging Face token for gated models (diarization)", secret=True, example="hf_..."),
@@ -246,18 +261,38 @@ def missing_config_warning(environ: Mapping[str, str] | None = None) -> str | No
             "create it (klipnote config init), or unset KLIPNOTE_CONFIG")
 
 
+@dataclass(frozen=True)
 class Settings:
-    """Effective values (attribute access) with the source of each (``sources[name]``)."""
+    """Effective values, typed, with the source of each (``sources[name]``).
 
-    def __init__(self, values: dict[str, Any], sources: dict[str, str]) -> None:
-        self._values = values
-        self.sources = sources
+    One field per entry of :data:`SETTINGS`, in its order, of the type its parser returns (a test
+    holds the two together); the table stays the one place for names, sources and help.
+    """
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self._values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    spool: Path
+    spool_group: str | None
+    default_model: Model
+    max_file_size: int
+    max_duration_hours: float
+    whisper_model: str
+    whisper_model_revision: str | None
+    device: Device
+    compute_type: ComputeType
+    batch_size: int
+    batch_jobs: int
+    batch_audio: float
+    align_model: str
+    belle2_model: str
+    belle2_model_revision: str | None
+    diarization_model: str
+    zh_script: ZhScript
+    enable_optimization: bool
+    optimizer_engine: SplitBy
+    hf_token: str | None
+    heartbeat_interval: float
+    lease_ttl: float
+    max_attempts: int
+    sources: dict[str, str]
 
 
 def _parse(setting: Setting, raw: Any, where: str) -> Any:
@@ -270,7 +305,7 @@ def _parse(setting: Setting, raw: Any, where: str) -> Any:
 def load_settings(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Resolve every setting; ``flags`` holds command-line values (``None`` means not given)."""
     env = os.environ if environ is None else environ
-    values = {s.name: s.default for s in SETTINGS}
+    values: dict[str, Any] = {s.name: None if s.default is None else s.parse(s.default) for s in SETTINGS}
     values["spool"] = _default_spool(env)
     sources = {s.name: "default" for s in SETTINGS}
 
@@ -299,7 +334,7 @@ def load_settings(flags: Mapping[str, Any] | None = None, environ: Mapping[str, 
         if raw is not None:
             values[key] = _parse(_BY_NAME[key], raw, "the command line")
             sources[key] = "flag"
-    return Settings(values, sources)
+    return Settings(**values, sources=sources)
 
 
 # ---------------------------------------------------------------------- showing and writing settings
@@ -348,6 +383,8 @@ def exposure_warnings(settings: Settings) -> list[str]:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
     return str(value) if isinstance(value, Path) else value
 
 

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from klipnote import defaults, envcheck, modelstore, offline_models
-from klipnote.config import Settings, config_path, load_settings, missing_config_warning, parse_bool
+from klipnote.config import Device, Settings, config_path, load_settings, missing_config_warning, parse_bool
 from klipnote.errors import ConfigError, KlipnoteError, SpoolError, UsageError, summary
 from klipnote.fsio import probe_write
+from klipnote.job import Model
 from klipnote.spool import Spool
 
 
@@ -61,8 +62,8 @@ def fail(name: str, found: str, advice: str = "") -> Check:
 
 @dataclass
 class Report:
-    kind: str
-    device: str
+    kind: Model
+    device: Device
     checks: list[Check] = field(default_factory=list)
 
     @property
@@ -72,15 +73,15 @@ class Report:
     def text(self) -> str:
         counts = {o: sum(c.outcome is o for c in self.checks) for o in Outcome}
         summary_line = (f"{counts[Outcome.FAIL]} failed, {counts[Outcome.WARN]} warnings, {counts[Outcome.OK]} ok "
-                        f"(for a {self.kind} worker on {self.device})")
+                        f"(for a {self.kind.value} worker on {self.device.value})")
         return "".join(c.line() + "\n" for c in self.checks) + summary_line + "\n"
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": not self.failed, "kind": self.kind, "device": self.device,
+        return {"ok": not self.failed, "kind": self.kind.value, "device": self.device.value,
                 "checks": [{**asdict(c), "outcome": c.outcome.value} for c in self.checks]}
 
 
-def run(flags: Mapping[str, Any], *, kind: str | None = None, device: str | None = None) -> Report:
+def run(flags: Mapping[str, Any], *, kind: Model | None = None, device: Device | None = None) -> Report:
     """Every check, in the order a person would fix them. ``kind``/``device`` None: from the environment."""
     checks: list[Check] = []
     settings: Settings | None = None
@@ -97,8 +98,8 @@ def run(flags: Mapping[str, Any], *, kind: str | None = None, device: str | None
         checks.append(fail("config", str(exc), _config_advice(exc, path)))
     guessed = kind is None
     kind = kind or envcheck.kind_of_environment() or (settings.default_model if settings and
-                                                       settings.default_model != "auto" else "whisperx")
-    device = device or (settings.device if settings else defaults.DEVICE)
+                                                       settings.default_model is not Model.AUTO else Model.WHISPERX)
+    device = device or (settings.device if settings else Device(defaults.DEVICE))
     checks += check_ffmpeg()
     checks += check_spool(settings) if settings is not None else [_unchecked("spool")]
     checks.append(check_python())
@@ -269,7 +270,7 @@ def _some(items: list[str], limit: int = 5) -> str:
     return ", ".join(items[:limit]) + more
 
 
-def check_packages(kind: str) -> Check:
+def check_packages(kind: Model) -> Check:
     expected = envcheck.EXPECTATIONS[kind]
     report = envcheck.pin_report(kind)
     if report is None:
@@ -279,28 +280,28 @@ def check_packages(kind: str) -> Check:
     install = f"pip install -r {report.path}"
     if report.missing:
         return fail("packages", f"{len(report.missing)} of {report.pinned} pinned packages missing: "
-                    f"{_some(report.missing)}", f"{install} (or use the {kind} worker's env, {expected.env_dir})")
+                    f"{_some(report.missing)}", f"{install} (or use the {kind.value} worker's env, {expected.env_dir})")
     if report.different:
         return warn("packages", f"{len(report.different)} of {report.pinned} differ from the pins: "
                     f"{_some(report.different)}", install)
     return ok("packages", f"all {report.pinned} pins of {report.path} match")
 
 
-def check_torch(kind: str, device: str, guessed: bool) -> list[Check]:
+def check_torch(kind: Model, device: Device, guessed: bool) -> list[Check]:
     how = "guessed from this environment; --model to choose" if guessed else "as asked"
     try:
         torch = envcheck.import_torch(kind)
     except KlipnoteError as exc:
-        return [fail("torch", f"{exc} ({kind} worker {how})", _torch_advice(kind)),
-                warn("device", f"{device} not checked: torch is not usable", "fix torch first")]
+        return [fail("torch", f"{exc} ({kind.value} worker {how})", _torch_advice(kind)),
+                warn("device", f"{device.value} not checked: torch is not usable", "fix torch first")]
     checks = [ok("torch", f"torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'}: fits the "
-                 f"{kind} worker ({how})")]
+                 f"{kind.value} worker ({how})")]
     try:
         resolved, details = envcheck.resolve_device(kind, device, torch)
     except KlipnoteError as exc:
-        return [*checks, fail("device", f"{device}: {exc}")]
+        return [*checks, fail("device", f"{device.value}: {exc}")]
     if resolved == "cpu":
-        note = "as asked" if device == "cpu" else "torch sees no GPU"
+        note = "as asked" if device is Device.CPU else "torch sees no GPU"
         return [*checks, ok("device", f"cpu ({note})")]
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     checks.append(ok("device", f"cuda {torch.version.cuda}, {torch.cuda.device_count()} GPU(s) visible"
@@ -309,29 +310,30 @@ def check_torch(kind: str, device: str, guessed: bool) -> list[Check]:
     return checks
 
 
-def _torch_advice(kind: str) -> str:
+def _torch_advice(kind: Model) -> str:
     expected = envcheck.EXPECTATIONS[kind]
-    return f"run the {kind} worker from its own env: pip install -r {expected.env_dir}/requirements.txt in a new venv"
+    return (f"run the {kind.value} worker from its own env: pip install -r {expected.env_dir}/requirements.txt "
+            "in a new venv")
 
 
 # ---------------------------------------------------------------------- models
 
 
-def check_model(kind: str, settings: Settings) -> Check:
+def check_model(kind: Model, settings: Settings) -> Check:
     """Is the model the worker will load already on this machine? Where from, and checked or not."""
-    name = settings.whisper_model if kind == "whisperx" else settings.belle2_model
+    name = settings.whisper_model if kind is Model.WHISPERX else settings.belle2_model
     folder = Path(os.path.expanduser(name))
     if folder.is_dir():
         return _check_local_folder(kind, folder)
     try:
-        ref = modelstore.resolve(kind, settings)
+        ref = modelstore.resolve(kind.value, settings)
     except UsageError as exc:  # its message says what to do: which names exist, which env resolves them
         return fail("model", str(exc))
     return _check_offline(ref) if ref.offline is not None else _check_hub(ref)
 
 
-def _check_local_folder(kind: str, folder: Path) -> Check:
-    wanted = ("model.bin",) if kind == "whisperx" else ("model.safetensors", "model.safetensors.index.json")
+def _check_local_folder(kind: Model, folder: Path) -> Check:
+    wanted = ("model.bin",) if kind is Model.WHISPERX else ("model.safetensors", "model.safetensors.index.json")
     if not any((folder / w).is_file() for w in wanted):
         return fail("model", f"local folder {folder} has no {' or '.join(wanted)}",
                     "point the setting at a complete model folder")
@@ -409,12 +411,12 @@ def _with_manifest(found: str, ref: modelstore.ModelRef, folder: Path | None, pu
 # ---------------------------------------------------------------------- telemetry
 
 
-def check_telemetry(kind: str, environ: Mapping[str, str] = os.environ) -> Check:
+def check_telemetry(kind: Model, environ: Mapping[str, str] = os.environ) -> Check:
     pyannote = environ.get("PYANNOTE_METRICS_ENABLED")
     hub = environ.get("HF_HUB_DISABLE_TELEMETRY")
     found = f"PYANNOTE_METRICS_ENABLED={pyannote if pyannote is not None else 'unset'}, " \
             f"HF_HUB_DISABLE_TELEMETRY={hub if hub is not None else 'unset'}"
-    if kind == "whisperx" and pyannote is not None and not _off(pyannote):
+    if kind is Model.WHISPERX and pyannote is not None and not _off(pyannote):
         return warn("telemetry", f"{found}: pyannote.audio will send usage metrics",
                     "unset PYANNOTE_METRICS_ENABLED (klipnote then sets it to 0) or set it to 0")
     if hub is None or _off(hub):

@@ -19,6 +19,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from klipnote import subtitles
+from klipnote.job import SplitBy
 from klipnote.transcript import Segment, Transcript, WordTiming
 
 if TYPE_CHECKING:  # numpy is imported where the audio is looked at: the CLI parses steps without it
@@ -39,12 +40,6 @@ class Step(str, Enum):
     VAD = "vad"
     REFINE = "refine"
     SPLIT = "split"
-
-
-class SplitBy(str, Enum):
-    AUTO = "auto"
-    WORDS = "words"
-    SEGMENTS = "segments"
 
 
 ALL_STEPS = (Step.VAD, Step.REFINE, Step.SPLIT)

@@ -20,7 +20,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from klipnote.config import Device
 from klipnote.errors import KlipnoteError
+from klipnote.job import Model
 
 #: The source tree that holds envs/, when klipnote runs from one (editable install or checkout).
 SOURCE_ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +30,7 @@ SOURCE_ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class Expectation:
-    kind: str
+    kind: Model
     env_dir: str
     torch_min: tuple[int, int] | None
     torch_below: tuple[int, int] | None
@@ -47,8 +49,8 @@ class Expectation:
 
 
 EXPECTATIONS = {
-    "whisperx": Expectation("whisperx", "envs/cuda12", (2, 6), None, "12."),
-    "belle2": Expectation("belle2", "envs/cuda118", None, (2, 6), "11.8"),
+    Model.WHISPERX: Expectation(Model.WHISPERX, "envs/cuda12", (2, 6), None, "12."),
+    Model.BELLE2: Expectation(Model.BELLE2, "envs/cuda118", None, (2, 6), "11.8"),
 }
 
 
@@ -75,7 +77,7 @@ def select_gpu(gpu: int | None) -> None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
 
 
-def kind_of_environment() -> str | None:
+def kind_of_environment() -> Model | None:
     """The worker kind whose torch range this environment's torch falls in (None without torch).
 
     Read from package metadata, so it costs no torch import.
@@ -86,44 +88,42 @@ def kind_of_environment() -> str | None:
     return next((kind for kind, expected in EXPECTATIONS.items() if expected.accepts(installed)), None)
 
 
-def import_torch(kind: str) -> Any:
+def import_torch(kind: Model) -> Any:
     """The imported torch module, if its version fits the worker kind; else a :class:`KlipnoteError`."""
     expected = EXPECTATIONS[kind]
     try:
         import torch
     except ImportError:
-        raise KlipnoteError(f"torch is not installed in this environment; the {kind} worker runs from "
+        raise KlipnoteError(f"torch is not installed in this environment; the {kind.value} worker runs from "
                             f"{expected.env_dir} (pip install -r {expected.env_dir}/requirements.txt)") from None
     if not expected.accepts(torch.__version__):
-        raise KlipnoteError(f"this environment has torch {torch.__version__}, the {kind} worker needs torch "
+        raise KlipnoteError(f"this environment has torch {torch.__version__}, the {kind.value} worker needs torch "
                             f"{expected.torch_range()}: start it from {expected.env_dir}")
     return torch
 
 
-def resolve_device(kind: str, device: str, torch: Any) -> tuple[str, dict[str, Any]]:
+def resolve_device(kind: Model, device: Device, torch: Any) -> tuple[str, dict[str, Any]]:
     """Resolve ``auto`` to a device and check torch's CUDA build against the kind. Returns (device, details)."""
     expected = EXPECTATIONS[kind]
     details: dict[str, Any] = {"torch": torch.__version__, "torch_cuda": torch.version.cuda}
-    if device == "cpu":
+    if device is Device.CPU:
         return "cpu", details
     available = torch.cuda.is_available()
-    if device == "auto":
-        device = "cuda" if available else "cpu"
-        if not available:
-            return device, details
+    if device is Device.AUTO and not available:
+        return "cpu", details
     if not available:
         raise KlipnoteError("CUDA is not available to torch (no GPU visible, or a driver problem): check nvidia-smi "
                             "and CUDA_VISIBLE_DEVICES, or run the worker with --device cpu")
     cuda = torch.version.cuda or ""
     if not cuda.startswith(expected.cuda_prefix):
-        raise KlipnoteError(f"torch here is built for CUDA {cuda or 'none'}, the {kind} worker expects CUDA "
+        raise KlipnoteError(f"torch here is built for CUDA {cuda or 'none'}, the {kind.value} worker expects CUDA "
                             f"{expected.cuda_prefix.rstrip('.')}.x: install {expected.env_dir}/requirements.txt")
     props = torch.cuda.get_device_properties(0)
     details.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 1024**3, 1))
     return "cuda", details
 
 
-def check(kind: str, device: str) -> tuple[str, dict[str, Any]]:
+def check(kind: Model, device: Device) -> tuple[str, dict[str, Any]]:
     """Check torch against the worker kind; resolve ``auto`` to a device. Returns (device, details)."""
     return resolve_device(kind, device, import_torch(kind))
 
@@ -131,7 +131,7 @@ def check(kind: str, device: str) -> tuple[str, dict[str, Any]]:
 # ---------------------------------------------------------------------- pinned packages
 
 
-def pins_file(kind: str, root: Path = SOURCE_ROOT) -> Path | None:
+def pins_file(kind: Model, root: Path = SOURCE_ROOT) -> Path | None:
     """``envs/<dir>/requirements.txt`` of the kind, if the source tree is at hand."""
     path = root / EXPECTATIONS[kind].env_dir / "requirements.txt"
     return path if path.is_file() else None
@@ -174,7 +174,7 @@ class PinReport:
     different: list[str] = field(default_factory=list)  # "name pin (installed)"
 
 
-def pin_report(kind: str, root: Path = SOURCE_ROOT) -> PinReport | None:
+def pin_report(kind: Model, root: Path = SOURCE_ROOT) -> PinReport | None:
     """Compare installed distributions with the kind's pins; None when the pins file cannot be found."""
     path = pins_file(kind, root)
     if path is None:

@@ -64,6 +64,15 @@ class ZhScript(str, Enum):
     ORIGINAL = "original"
 
 
+class SplitBy(str, Enum):
+    """How the ``split`` enhancement builds cues (``OPTIMIZER_ENGINE``): from word times, from segment
+    times with the text spread evenly, or ``auto`` (words when the engine timed them)."""
+
+    AUTO = "auto"
+    WORDS = "words"
+    SEGMENTS = "segments"
+
+
 class OutputFormat(str, Enum):
     SRT = "srt"
     VTT = "vtt"

@@ -27,9 +27,9 @@ from klipnote import defaults, recovery
 from klipnote.attempt import Attempt, Context, Ending
 from klipnote.claim import Claim, WorkerRef, claim_next
 from klipnote.engines import Engine, batching
-from klipnote.enhance import ALL_STEPS, SplitBy, Step
+from klipnote.enhance import ALL_STEPS, Step
 from klipnote.errors import KlipnoteError, SpoolFull, summary
-from klipnote.job import Lane
+from klipnote.job import Lane, SplitBy
 from klipnote.registry import Registry, WorkerRecord, WorkerState
 from klipnote.spool import HOSTNAME, Spool
 

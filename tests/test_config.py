@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import stat
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from klipnote import defaults
-from klipnote.config import MASK, SETTINGS, load_settings
+from klipnote.config import MASK, SETTINGS, Settings, load_settings, template
+from klipnote.records import checked
 
 from .conftest import REPO
 
@@ -213,6 +215,16 @@ ENVIRONMENT_NAMES = [
     ("KLIPNOTE_WHISPER_REVISION", "whisper_model_revision", "v1.0", "v1.0"),
     ("KLIPNOTE_BELLE2_REVISION", "belle2_model_revision", "0123abcd", "0123abcd"),
 ]
+
+
+def test_settings_has_one_typed_field_per_entry_of_the_table_in_its_order(tmp_path):
+    """SETTINGS holds names, sources and help; Settings types the values. Every value a parser returns (each
+    default, each example) must have its field's type, or the type checker would vouch for a wrong one."""
+    assert [f.name for f in dataclasses.fields(Settings) if f.name != "sources"] == [s.name for s in SETTINGS]
+    every = tmp_path / "every.toml"
+    every.write_text(uncommented(template()))
+    for config in (tmp_path / "absent.toml", every):
+        checked(load_settings(environ={"KLIPNOTE_CONFIG": str(config)}))
 
 
 def test_every_setting_has_an_environment_name_checked_here():

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from klipnote import envcheck
+from klipnote.job import Model
 from klipnote.offline_models import OFFLINE_MODELS, assemble
 from klipnote.spool import Spool
 
@@ -307,5 +308,5 @@ def test_pins_compare_as_pip_does(tmp_path: Path) -> None:
 
 
 def test_pins_file_missing_is_said_not_guessed(tmp_path: Path) -> None:
-    assert envcheck.pin_report("whisperx", root=tmp_path) is None
-    assert envcheck.pin_report("whisperx").path == REPO / "envs" / "cuda12" / "requirements.txt"
+    assert envcheck.pin_report(Model.WHISPERX, root=tmp_path) is None
+    assert envcheck.pin_report(Model.WHISPERX).path == REPO / "envs" / "cuda12" / "requirements.txt"

@@ -13,7 +13,6 @@ from klipnote.audio import SAMPLE_RATE
 from klipnote.enhance import (
     FRAME_SECONDS,
     REFINE_WINDOW,
-    SplitBy,
     Step,
     choose_split,
     drop_non_speech,
@@ -22,6 +21,7 @@ from klipnote.enhance import (
     parse_steps,
     refine_edges,
 )
+from klipnote.job import SplitBy
 from klipnote.subtitles import StyleRules
 from klipnote.transcript import Segment, Transcript, Word, WordTiming
 

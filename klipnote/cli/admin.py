@@ -47,8 +47,7 @@ def doctor(
 
     if model is Model.AUTO:
         raise UsageError("doctor checks for one worker kind: --model whisperx or --model belle2")
-    report = checks.run(session_of(ctx).flags, kind=model.value if model else None,
-                        device=device.value if device else None)
+    report = checks.run(session_of(ctx).flags, kind=model, device=device)
     if json:
         render.print_json(report.to_json())
     else:

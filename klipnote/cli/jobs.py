@@ -113,7 +113,7 @@ def submit(
     settings = session.settings
     chosen = (*ALWAYS_WRITTEN, *(formats or ()))
     request = JobRequest(
-        model=model or Model(settings.default_model),
+        model=model or settings.default_model,
         language=language,
         formats=tuple(dict.fromkeys(chosen)),
         output_dir=output_folder(output_dir),

@@ -51,7 +51,7 @@ def worker(
     shared batches; each job still commits, fails or is canceled on its own.
     """
     from klipnote import engines, envcheck, modelstore
-    from klipnote.enhance import ALL_STEPS, SplitBy
+    from klipnote.enhance import ALL_STEPS
     from klipnote.registry import Registry, worker_id
     from klipnote.worker import Worker, WorkerOptions, setup_logging
 
@@ -67,12 +67,12 @@ def worker(
     setup_logging()
     ready_line_out, sys.stdout = sys.stdout, sys.stderr  # stdout carries the ready line only; libraries print
     envcheck.select_gpu(gpu)
-    resolved, details = envcheck.check(model.value, settings.device)
+    resolved, details = envcheck.check(model, settings.device)
     modelstore.refuse_damaged(model.value, settings)  # the last models verify found it damaged: exit 1, the fix
     engine = engines.create(model, settings, device=resolved)
     options = WorkerOptions(lanes=engine.lanes, once=once, drain=drain, max_jobs=max_jobs, idle_exit=idle_exit,
                             grace=grace, device=resolved, details=details,
                             enhance=ALL_STEPS if settings.enable_optimization else (),
-                            split_by=SplitBy(settings.optimizer_engine), batch_jobs=settings.batch_jobs,
+                            split_by=settings.optimizer_engine, batch_jobs=settings.batch_jobs,
                             batch_audio=settings.batch_audio)
     raise typer.Exit(Worker(spool, engine, options, identity, out=ready_line_out).run())

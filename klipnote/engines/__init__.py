@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from klipnote.errors import KlipnoteError
-from klipnote.job import Lane, Model, Stage
+from klipnote.job import Lane, Model, Stage, ZhScript
 
 if TYPE_CHECKING:
     from klipnote.config import Settings
@@ -32,7 +32,7 @@ class JobOptions:
 
     language: str | None = None
     diarize: bool = False
-    zh_script: str | None = None  # belle2: simplified, traditional or original; None: the worker's default
+    zh_script: ZhScript | None = None  # belle2 only; None: the worker's default
 
 
 class Engine(Protocol):

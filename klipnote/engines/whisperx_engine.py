@@ -25,7 +25,7 @@ import numpy as np
 
 from klipnote import cjk, modelstore, offline_models
 from klipnote.audio import SAMPLE_RATE
-from klipnote.config import Settings
+from klipnote.config import ComputeType, Settings
 from klipnote.engines.batching import Job, Window
 from klipnote.envcheck import version_of
 from klipnote.errors import KlipnoteError, summary
@@ -66,7 +66,7 @@ class WhisperXEngine:
         self.revision = settings.whisper_model_revision
         self.settings = settings
         self.device = device
-        self.compute_type = settings.compute_type if settings.compute_type != "auto" else (
+        self.compute_type = settings.compute_type.value if settings.compute_type is not ComputeType.AUTO else (
             "float16" if device == "cuda" else "int8")
         self.batch_size = batch_size
         self.hf_token = settings.hf_token
