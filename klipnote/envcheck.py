@@ -144,7 +144,7 @@ def read_pins(path: Path) -> dict[str, str]:
     from packaging.requirements import InvalidRequirement, Requirement
     from packaging.utils import canonicalize_name
 
-    pins = {}
+    pins: dict[str, str] = {}
     for line in path.read_text().splitlines():
         text = re.sub(r"(^|\s)#.*", "", line).split("--hash", maxsplit=1)[0].strip().rstrip("\\").strip()
         if not text or text.startswith("-"):

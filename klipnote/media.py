@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from klipnote.errors import InputRejected, KlipnoteError
 
@@ -80,7 +81,8 @@ def _is_cover_art(stream: dict) -> bool:
 
 
 def _duration(fmt: dict, audio: dict) -> float | None:
-    for raw in (fmt.get("duration"), audio.get("duration")):
+    candidates: tuple[Any, ...] = (fmt.get("duration"), audio.get("duration"))  # None or junk: skipped
+    for raw in candidates:
         try:
             value = float(raw)
         except (TypeError, ValueError):

@@ -164,8 +164,8 @@ def worker_views(spool: Spool, running: list[RunningJob], at: float) -> list[Wor
         state, reason = record.seen(spool.lease_ttl)
         until = at if state.live else record.heartbeat_at
         mine = by_worker.get(record.id, [])
-        job = next((j for j in mine if j.status.id == record.current_job), mine[0] if mine else None)
-        views.append(WorkerView(record, state, reason, job, max(0.0, at - record.heartbeat_at),
+        current = next((j for j in mine if j.status.id == record.current_job), mine[0] if mine else None)
+        views.append(WorkerView(record, state, reason, current, max(0.0, at - record.heartbeat_at),
                                 max(0.0, until - record.started_at)))
     return sorted(views, key=lambda v: (not v.live, v.record.id))
 

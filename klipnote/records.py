@@ -39,7 +39,8 @@ def known_fields(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 
 def checked(record: R) -> R:
     """``record`` (a dataclass just parsed) if every field has its declared type, else TypeError."""
-    for name, matches, expected in _field_checks(type(record)):
+    kind: type = type(record)
+    for name, matches, expected in _field_checks(kind):
         value = getattr(record, name)
         if not matches(value):
             raise TypeError(f"field {name!r} is {type(value).__name__} {value!r:.40}, expected {expected}")
@@ -70,7 +71,7 @@ def _predicate(hint: Any) -> Callable[[Any], bool]:
     if origin in (list, tuple):
         item = _predicate(typing.get_args(hint)[0]) if typing.get_args(hint) else _predicate(Any)
         return lambda v: isinstance(v, origin) and all(item(x) for x in v)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return lambda v: isinstance(v, hint) and checked(v) is v
     kind = origin or hint
     return lambda v: isinstance(v, kind)

@@ -67,11 +67,13 @@ def _reap_one(spool: Spool, ticket: Ticket) -> ReapOutcome | None:
     holder = status.worker if status and status.attempt == ticket.attempt else None
     reason = None
     # Free means no live process on this host holds it (on another host it proves nothing).
-    lock: FileLock | None = spool.attempt_lock(ticket.job_id, ticket.attempt)
+    attempt_lock = spool.attempt_lock(ticket.job_id, ticket.attempt)
+    lock: FileLock | None = None
     try:
-        lock.acquire()
+        attempt_lock.acquire()
+        lock = attempt_lock
     except Timeout:
-        lock = None
+        pass
     try:
         if lock is not None and holder and holder.get("host") == HOSTNAME:
             reason = f"worker {holder.get('id')} (pid {holder.get('pid')}) exited without finishing"

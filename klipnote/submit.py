@@ -58,8 +58,8 @@ def job_options(diarize: bool, zh_script: ZhScript | None, enhance_steps: str | 
             options["enhance"] = ",".join(step.value for step in parse_steps(enhance_steps)) or "none"
         except ValueError as exc:
             raise UsageError(f"--enhance {enhance_steps!r}: {exc}") from None
-    style = {key: value for key, value in (("max_line_width_latin", max_line_width), ("max_lines", max_lines),
-                                           ("max_cue_duration", max_cue_duration)) if value is not None}
+    asked = (("max_line_width_latin", max_line_width), ("max_lines", max_lines), ("max_cue_duration", max_cue_duration))
+    style: dict[str, Any] = {key: value for key, value in asked if value is not None}
     if style:
         try:
             StyleRules(**style)
@@ -84,7 +84,7 @@ class Submission:
     def to_json(self) -> dict[str, Any]:
         if self.status is None:
             return {"input": self.input, "error": self.error}
-        data = {
+        data: dict[str, Any] = {
             "id": self.status.id,
             "input": self.input,
             "lane": self.status.lane.value,

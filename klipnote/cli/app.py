@@ -64,7 +64,7 @@ DOCS = {
 
 def command_name(info: typer.models.CommandInfo) -> str:
     """A registered command's name as ``--help`` shows it (typer derives a missing one from the function)."""
-    return info.name or info.callback.__name__.replace("_", "-")
+    return info.name or getattr(info.callback, "__name__", "").replace("_", "-")
 
 
 def attach_docs(typer_app: typer.Typer, path: str = "") -> None:
@@ -80,7 +80,8 @@ def attach_docs(typer_app: typer.Typer, path: str = "") -> None:
         if name in DOCS:
             info.epilog = f"Docs: {DOCS[name]}"
     for group in typer_app.registered_groups:
-        attach_docs(group.typer_instance, f"{path} {group.name or group.typer_instance.info.name}".strip())
+        if group.typer_instance is not None:  # typer's type allows none; add_typer always sets one
+            attach_docs(group.typer_instance, f"{path} {group.name or group.typer_instance.info.name}".strip())
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print stable JSON for scripts instead of a table.")]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -72,7 +72,7 @@ def top(
     spool = session_of(ctx).spool()
     cache = StatusCache(spool)  # frames after the first re-read only the statuses that changed
 
-    def frame() -> object:
+    def frame() -> Any:
         recovery.reap(spool)
         return render.top_frame(snapshot(spool, cache))
 

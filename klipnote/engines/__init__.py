@@ -39,8 +39,11 @@ class Engine(Protocol):
     """A loaded model that decodes windows of several jobs' audio together (:mod:`klipnote.engines.batching`)."""
 
     name: str
-    lanes: tuple[Lane, ...]
     batch_size: int
+
+    @property
+    def lanes(self) -> tuple[Lane, ...]:
+        """The queues it serves (read-only here, so that an engine may declare a fixed-length tuple)."""
 
     def load(self) -> None:
         """Load the model once; called before the worker announces it is ready."""

@@ -353,6 +353,7 @@ def _rows(encoded: Any, rows: list[int]) -> Iterator[Any]:
         return
     import ctranslate2
 
+    kept: Any  # a CUDA tensor or a numpy array: from_array takes either
     if encoded.device == "cuda":
         import torch
 
