@@ -265,7 +265,8 @@ def _cue_text(cue: Cue, words: list[dict[str, Any]]) -> str:
     words, spacing is the cue's own, so ``早上9点`` stays as the model wrote it.
     """
     text = cjk.join(cue.text.split("\n"))
-    out, pos = [], 0
+    out: list[str] = []
+    pos = 0
     for word in words:
         piece = word["word"].strip()
         gap = len(text) - pos - len(text[pos:].lstrip())
