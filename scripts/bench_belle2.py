@@ -37,8 +37,10 @@ Inputs (``--corpus``, default ``../shared/corpus`` or ``KLIPNOTE_CORPUS``), unle
   where the pipeline's timestamp merging shows.
 
 Columns: ``wall s``: median seconds for one ``transcribe``/pipeline call, model already loaded;
-``x real time``: audio seconds / wall seconds (higher is faster; 10x means 10 s of audio per
-second); ``segs``: segments (pipeline: chunks); ``longest s``: longest segment in seconds (a
+``runs s``: every run's wall seconds (on a shared machine their spread shows the noise); ``cpu s``:
+median CPU seconds of the method's process per call (``time.process_time``, all threads), which
+waiting for other work on the machine does not inflate as much; ``x real time``: audio seconds /
+wall seconds (higher is faster; 10x means 10 s of audio per second); ``segs``: segments (pipeline: chunks); ``longest s``: longest segment in seconds (a
 missing pipeline start counts from the previous end, a missing end to the end of the file);
 ``monotonic``: every segment has start <= end and starts no earlier than the previous segment
 ends; ``in file``: every time lies in [0, duration] and none is missing (the pipeline can give
@@ -127,6 +129,7 @@ class Result:
     method: str
     audio_s: float
     walls: list[float]
+    cpus: list[float]  # CPU seconds of the process (all threads) per run: what a loaded machine's waiting leaves out
     segments: Segments
     text: str
     cer: float | None = None
@@ -135,6 +138,10 @@ class Result:
     @property
     def wall(self) -> float:
         return statistics.median(self.walls)
+
+    @property
+    def cpu(self) -> float:
+        return statistics.median(self.cpus)
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -292,15 +299,16 @@ def measure(runner: Runner, files: list[Input], warmup: np.ndarray, repeat: int,
     runner.run(warmup)
     results = []
     for item in files:
-        walls, segments = [], []
+        walls, cpus, segments = [], [], []
         for _ in range(repeat):
             _sync(device)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             segments = runner.run(item.audio)
             _sync(device)
             walls.append(time.perf_counter() - started)
+            cpus.append(time.process_time() - cpu_started)
         text = "".join(t for _, _, t in segments)
-        result = Result(item.name, runner.name, item.duration, walls,
+        result = Result(item.name, runner.name, item.duration, walls, cpus,
                         segments, text, extra=check(segments, item.duration))
         if item.reference:
             result.cer = best_cer(item.reference, to_simplified(text))
@@ -341,11 +349,13 @@ def report(results: list[Result], methods: dict[str, dict[str, Any]], args: argp
         if args.device == "cuda":
             row += f" {info['cuda_peak_mib']:.0f} |"
         lines.append(row)
-    lines += ["", "| file | method | audio s | wall s | x real time | segs | longest s | monotonic | in file | CER "
-              "| first segments |", "|---|---|---:|---:|---:|---:|---:|---|---|---:|---|"]
+    lines += ["", "| file | method | audio s | wall s | runs s | cpu s | x real time | segs | longest s | monotonic "
+              "| in file | CER | first segments |", "|---|---|---:|---:|---|---:|---:|---:|---:|---|---|---:|---|"]
     for r in results:
         first = ", ".join(_span(s, e) for s, e, _ in r.segments[:SHOWN_SEGMENTS])
-        lines.append(f"| {r.file} | {r.method} | {r.audio_s:.1f} | {r.wall:.2f} | {r.audio_s / r.wall:.1f} "
+        runs = " ".join(f"{w:.1f}" for w in r.walls)
+        lines.append(f"| {r.file} | {r.method} | {r.audio_s:.1f} | {r.wall:.2f} | {runs} | {r.cpu:.1f} "
+                     f"| {r.audio_s / r.wall:.1f} "
                      f"| {len(r.segments)} | {r.extra['longest_s']:.2f} | {_yes(r.extra['monotonic'])} "
                      f"| {_in_file(r.extra)} | {'' if r.cer is None else f'{r.cer:.3f}'} | {first} |")
     lines.append("")
@@ -357,7 +367,9 @@ def report(results: list[Result], methods: dict[str, dict[str, Any]], args: argp
             ratio = pair["pipeline"].wall / pair["engine"].wall
             lines.append(f"- {file}: engine {pair['engine'].wall:.2f} s, pipeline {pair['pipeline'].wall:.2f} s: "
                          f"engine is {ratio:.2f}x the pipeline's speed"
-                         + (" (faster)" if ratio > 1 else " (slower)"))
+                         + (" (faster)" if ratio > 1 else " (slower)")
+                         + f"; CPU seconds {pair['engine'].cpu:.1f} and {pair['pipeline'].cpu:.1f}: "
+                         f"{pair['pipeline'].cpu / pair['engine'].cpu:.2f}x")
     if {"engine", "pipeline"} <= methods.keys():
         engine, pipeline = methods["engine"]["peak_rss_mib"], methods["pipeline"]["peak_rss_mib"]
         lines.append(f"- peak RSS: engine {engine:.0f} MiB, pipeline {pipeline:.0f} MiB: "
@@ -439,6 +451,7 @@ def main() -> int:
                          "transformers": transformers.__version__},
             "machine": {"before": before, "after": after}, "methods": methods,
             "results": [{"file": r.file, "method": r.method, "audio_s": r.audio_s, "wall_s": r.wall, "walls": r.walls,
+                         "cpu_s": r.cpu, "cpus": r.cpus,
                          "x_real_time": r.audio_s / r.wall, "segments": len(r.segments), **r.extra, "cer": r.cer,
                          "text": r.text, "timestamps": [[s, e] for s, e, _ in r.segments],
                          "segment_texts": [t for _, _, t in r.segments]} for r in results],
