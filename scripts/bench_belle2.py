@@ -40,16 +40,17 @@ Columns: ``wall s``: median seconds for one ``transcribe``/pipeline call, model 
 ``runs s``: every run's wall seconds (on a shared machine their spread shows the noise); ``cpu s``:
 median CPU seconds of the method's process per call (``time.process_time``, all threads), which
 waiting for other work on the machine does not inflate as much; ``x real time``: audio seconds /
-wall seconds (higher is faster; 10x means 10 s of audio per second); ``segs``: segments (pipeline: chunks); ``longest s``: longest segment in seconds (a
-missing pipeline start counts from the previous end, a missing end to the end of the file);
-``monotonic``: every segment has start <= end and starts no earlier than the previous segment
-ends; ``in file``: every time lies in [0, duration] and none is missing (the pipeline can give
-``None``; how many is said in the cell); ``CER``: character error rate against the known text, for
-``zh-long`` only (both texts converted to Simplified with OpenCC first, normalised as in
-``tests/textmetrics.py``); ``first segments``: the first three (start-end). The ratio line per
-file is pipeline wall / engine wall. ``peak RSS``: ``getrusage(RUSAGE_SELF).ru_maxrss`` of the
-method's own process (model, warm-up and every timed run), with the engine's as a ratio of the
-pipeline's. On cuda the table also shows ``torch.cuda.max_memory_allocated`` per method.
+wall seconds (higher is faster; 10x means 10 s of audio per second); ``segs``: segments (pipeline:
+chunks); ``longest s``: longest segment in seconds (a missing pipeline start counts from the
+previous end, a missing end to the end of the file); ``monotonic``: every segment has start <= end
+and starts no earlier than the previous segment ends; ``in file``: every time lies in [0, duration]
+and none is missing (the pipeline can give ``None``; how many is said in the cell); ``CER``:
+character error rate against the known text, for ``zh-long`` only (both texts converted to
+Simplified with OpenCC first, normalised as in ``tests/textmetrics.py``); ``first segments``: the
+first three (start-end). The ratio line per file is pipeline wall / engine wall. ``peak RSS``:
+``getrusage(RUSAGE_SELF).ru_maxrss`` of the method's own process (model, warm-up and every timed
+run), with the engine's as a ratio of the pipeline's. On cuda the table also shows
+``torch.cuda.max_memory_allocated`` per method.
 
 Model: ``--model PATH`` (a local transformers Whisper folder with ``model.safetensors``, e.g. a
 downloaded BELLE-2); by default Whisper base is built offline from the CTranslate2 copy that PyPI
