@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from klipnote import cjk, defaults, render
+from klipnote import cjk, defaults, humanize
 from klipnote.errors import KlipnoteError
 from klipnote.job import Manifest
 from klipnote.subtitles import Cue
@@ -84,7 +84,7 @@ def embed(path: Path, duration: float | None, *, limit: int = defaults.REVIEW_EM
 
 
 def _too_large(size: float, limit: int) -> str:
-    return (f"the recording's Opus copy would be {render.size(size)}, over the {render.size(limit)} limit for "
+    return (f"the recording's Opus copy would be {humanize.size(size)}, over the {humanize.size(limit)} limit for "
             "embedding it in the page; keep the page next to the recording instead")
 
 
@@ -191,7 +191,7 @@ def _facts(result: dict[str, Any], meta: dict[str, Any], duration: float) -> str
     probability = result.get("language_probability")
     language = (result.get("language") or "unknown") + (f" (p = {probability:.2f})" if probability is not None else "")
     engine = " · ".join(str(meta[k]) for k in ("engine", "model", "device", "compute_type") if meta.get(k))
-    rows = [("Duration", render.duration(duration)), ("Language", language), ("Engine", engine or "unknown"),
+    rows = [("Duration", humanize.duration(duration)), ("Language", language), ("Engine", engine or "unknown"),
             ("Routing", (meta.get("routing") or {}).get("reason", "")),
             ("Word times", meta.get("word_timestamps", "")), ("Job", meta.get("job", ""))]
     items = "".join(f"<div><dt>{label}</dt><dd>{html.escape(str(value))}</dd></div>" for label, value in rows if value)
