@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from klipnote import cjk
+from klipnote.audio import SAMPLE_RATE
 from klipnote.engines import dtw
 from klipnote.envcheck import version_of
 from klipnote.errors import KlipnoteError, summary
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("klipnote.belle2")
 
-SAMPLE_RATE = 16_000
 #: Whisper's mel frames are 10 ms apart; its encoder halves them into 1500 frames per 30 s window.
 SAMPLES_PER_MEL_FRAME = 160
 ENCODER_STRIDE = 2
