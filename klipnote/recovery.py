@@ -98,13 +98,24 @@ def _reap_one(spool: Spool, ticket: Ticket) -> ReapOutcome | None:
 
 
 def restore_tickets(spool: Spool) -> list[ReapOutcome]:
-    """Give a queue ticket to every queued or running job that has none; for a restored backup.
+    """Make a restored backup runnable: requeue every claim in it, and give a ticket to every queued or
+    running job that has none. Run it before any worker uses the spool.
 
-    A backup copies job folders and tickets one file at a time while workers run, so it can
-    catch a job between two states (its status read before it was claimed, its ticket after);
-    restored as is, such a job would wait for ever. Run it before any worker uses the spool.
+    A backup copies job folders and tickets one file at a time while workers run, so it can catch a
+    job between two states (its status read before it was claimed, its ticket after). No claim in a
+    restored spool has a live holder, but reaping could not tell: a claim whose status predates it
+    names no holder, and its ticket keeps the fresh mtime of the moment it was copied, so it would
+    wait out a whole lease while a draining worker finds nothing to do and exits.
     """
     outcomes = []
+    for name in sorted(os.listdir(spool.claimed)) if spool.claimed.is_dir() else []:
+        ticket = Ticket.parse_claimed(name)
+        if ticket is None or not (spool.jobs / ticket.job_id).is_dir():
+            continue
+        with spool.state_lock(ticket.job_id):
+            path = spool.claimed_path(ticket.job_id, ticket.attempt)
+            if path.exists():
+                outcomes.append(_requeue_or_fail(spool, ticket, path, "restored from a backup taken while it ran"))
     for job_id in spool.job_ids():
         with spool.state_lock(job_id):
             try:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from klipnote.claim import WorkerRef, claim_next
+from klipnote.job import Lane
 from klipnote.spool import Spool
 
 from .conftest import REPO
@@ -369,6 +371,25 @@ def test_restore_gives_a_ticketless_job_a_ticket_or_fails_it_when_its_attempts_a
     assert restored.load_status(ids[1]).error == "gave up after 3 attempts: restored from a backup without its ticket"
     drain(target)
     assert states(target) == {"tone.wav": "done", "tone.mp3": "failed"}
+
+
+def test_restore_requeues_a_claim_caught_with_a_status_older_than_it(spool_dir, media, tmp_path):
+    """A backup can read a job's status just before a worker claims it and its ticket just after: restored,
+    that claim names no holder and its ticket is seconds old, so no reaper would free it within a lease."""
+    env = script_env(spool_dir)
+    (job_id,) = [klipnote_json(spool_dir, "submit", str(media["wav"]))[0]["id"]]
+    spool = Spool(spool_dir).open(create=False)
+    before = spool.load_status(job_id)
+    claim = claim_next(spool, [Lane.AUTO, Lane.WHISPERX], WorkerRef.here("caught"))
+    assert claim is not None
+    claim.close()  # the claim stays (a ticket in claimed/), as in a worker the backup caught mid-job
+    spool.write_status(before)  # ... with the status the backup read before the claim
+
+    target = tmp_path / "restored"
+    done = restore(backup(str(tmp_path / "backups"), env=env), target, env)
+    assert f"{job_id}: requeued: restored from a backup taken while it ran" in done.stderr
+    drain(target)
+    assert states(target) == {"tone.wav": "done"}
 
 
 def test_backups_keep_the_newest_n_and_use_the_configured_spool(spool_dir, media, tmp_path):
