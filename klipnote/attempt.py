@@ -90,6 +90,7 @@ class Attempt:
         self.samples: np.ndarray | None = None
         self.outcome: Ending | None = None
         self.request: Request | None = None
+        self.transcribing_since: float | None = None  # when its (shared) batch went to the engine
         self.log.write(f"claimed on {context.host}, pid {context.pid}")
         log.info("job %s: %s", claim.job_id, claim.manifest.input.name)
 
@@ -108,6 +109,7 @@ class Attempt:
 
     def prepare(self) -> Request | None:
         """Decode the input and build the engine's request; None when the attempt already ended (bad audio)."""
+        began = time.monotonic()
         try:
             self.claim.update(engine=self.context.engine.name)
             self.progress(Stage.DECODING, 0.0)
@@ -117,7 +119,7 @@ class Attempt:
         except BaseException as exc:
             self.end(exc)
             return None
-        self.timings["decode"] = time.monotonic() - self.started
+        self.timings["decode"] = time.monotonic() - began
         self.log.write(f"decoded {self.seconds:.1f} s of audio")
         manifest = self.claim.manifest
         zh_script = manifest.options.get("zh_script")
@@ -126,6 +128,11 @@ class Attempt:
         auto = self.claim.status.lane is Lane.AUTO
         self.request = Request(self.samples, options, self.progress, self.on_language if auto else None, self.log.write)
         return self.request
+
+    def start_transcribing(self) -> None:
+        """The engine starts on this job's batch: its ``transcribe`` time counts from here (the files of a
+        shared batch are all decoded first, so the time between is spent waiting, counted in ``total``)."""
+        self.transcribing_since = time.monotonic()
 
     def progress(self, stage: Stage, percent: float) -> None:
         if self.context.handed_back.is_set():
@@ -162,7 +169,7 @@ class Attempt:
 
     def commit(self, transcript: Transcript, batch: dict[str, Any]) -> None:
         assert self.samples is not None
-        self.timings["transcribe"] = time.monotonic() - self.started - self.timings["decode"]
+        self.timings["transcribe"] = time.monotonic() - (self.transcribing_since or self.started)
         self.progress(Stage.ENHANCING, 0.0)
         mark = time.monotonic()
         cues, report = enhance.for_job(transcript, self.samples, self.claim.manifest.options,

@@ -262,6 +262,8 @@ class Worker:
     def _transcribe(self, attempts: list[Attempt], batch: dict[str, Any]) -> None:
         by_request = {id(a.request): a for a in attempts}
         requests = [a.request for a in attempts if a.request is not None]
+        for attempt in attempts:
+            attempt.start_transcribing()
         for finished in batching.run(self.engine, requests):
             by_request[id(finished.request)].conclude(finished, batch)
 
