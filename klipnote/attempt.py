@@ -115,19 +115,27 @@ class Attempt:
             self.progress(Stage.DECODING, 0.0)
             from klipnote import audio
 
+            options = self._options()
             self.samples = audio.decode(self.claim.input_path())
         except BaseException as exc:
             self.end(exc)
             return None
         self.timings["decode"] = time.monotonic() - began
         self.log.write(f"decoded {self.seconds:.1f} s of audio")
-        manifest = self.claim.manifest
-        zh_script = manifest.options.get("zh_script")
-        options = JobOptions(manifest.language, bool(manifest.options.get("diarize")),
-                             ZhScript(zh_script) if zh_script else None)
         auto = self.claim.status.lane is Lane.AUTO
         self.request = Request(self.samples, options, self.progress, self.on_language if auto else None, self.log.write)
         return self.request
+
+    def _options(self) -> JobOptions:
+        """What the job asks of the engine; a manifest edited into an unknown Chinese script fails the job."""
+        manifest = self.claim.manifest
+        zh_script = manifest.options.get("zh_script")
+        try:
+            script = ZhScript(zh_script) if zh_script else None
+        except ValueError:
+            raise KlipnoteError(f"job option zh_script {zh_script!r} is not one of "
+                                f"{', '.join(z.value for z in ZhScript)}: submit the file again") from None
+        return JobOptions(manifest.language, bool(manifest.options.get("diarize")), script)
 
     def start_transcribing(self) -> None:
         """The engine starts on this job's batch: its ``transcribe`` time counts from here (the files of a

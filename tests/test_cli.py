@@ -791,3 +791,14 @@ def test_enhancement_and_style_choices_are_kept_with_the_job(cli, spool_dir, wav
     job_id = submit_one(cli, "--enhance", "split,vad", "--max-line-width", "30", "--max-lines", "1", wav)
     manifest = json.loads((spool_dir / "jobs" / job_id / "manifest.json").read_text())
     assert manifest["options"] == {"enhance": "vad,split", "style": {"max_line_width_latin": 30, "max_lines": 1}}
+
+
+@pytest.mark.parametrize(("flag", "value", "says"), [
+    ("--batch-jobs", "0", "0"),
+    ("--batch-audio", "soon", "expected a number of seconds or a duration such as 30s, 15m, 12h, 30d"),
+    ("--batch-audio", "0", "allowed: a duration greater than 0, such as 480 or 8m"),
+])
+def test_worker_batch_flags_refuse_bad_values_in_one_line_before_loading_anything(klipnote, flag, value, says):
+    done = klipnote("worker", "--model", "whisperx", "--device", "cpu", flag, value)
+    assert done.returncode == 2 and says in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

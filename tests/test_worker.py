@@ -418,3 +418,15 @@ def test_a_batch_killed_with_sigkill_gives_every_claimed_job_back(spool, spool_d
         status = spool.load_status(job_id)
         assert (status.state, status.attempt, status.worker["id"]) == (JobState.DONE, 2, "rescuer")
     assert leftovers(spool) == []
+
+
+def test_a_manifest_edited_to_an_unknown_chinese_script_fails_its_job_alone(spool, spool_dir, media):
+    edited, fine = submit(spool, media["wav"], media["mp3"])
+    path = spool.job_dir(edited) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["options"]["zh_script"] = "klingon"
+    path.write_text(json.dumps(manifest))
+    assert run_worker(spool_dir, "--drain", "--batch-jobs", "2").returncode == 0
+    assert spool.load_status(edited).error == ("job option zh_script 'klingon' is not one of simplified, traditional, "
+                                               "original: submit the file again")
+    assert spool.load_status(fine).state is JobState.DONE

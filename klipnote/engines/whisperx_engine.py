@@ -360,8 +360,7 @@ def _rows(encoded: Any, rows: list[int]) -> Iterator[Any]:
         kept = torch.as_tensor(encoded, device="cuda")[rows].contiguous()
     else:
         kept = np.ascontiguousarray(np.asarray(encoded)[rows])
-    yield ctranslate2.StorageView.from_array(kept)
-    del kept
+    yield ctranslate2.StorageView.from_array(kept)  # kept referenced until the caller's block ends
 
 
 def _segment(span: Span, result: Decoded) -> Segment:
