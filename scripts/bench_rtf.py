@@ -22,7 +22,7 @@ writing are not included: these are the engines' figures.
 Default matrix (corpus: ``KLIPNOTE_CORPUS`` or ``../shared/corpus``): the whisperx engine on
 ``base-offline`` (jfk.flac, whole-earth.wav, zh.wav) and ``tiny.en-offline`` (English only:
 jfk.flac, whole-earth.wav); the belle2 engine on Whisper base converted to transformers
-(``tests/e2ekit.py belle2_checkpoint``, since BELLE-2's weights cannot be downloaded here) on the
+(``tests/support/e2ekit.py belle2_checkpoint``, since BELLE-2's weights cannot be downloaded here) on the
 same three files. belle2 transcribes Mandarin only: on the English files its text is meaningless,
 but the compute is the real cost of that much audio. Language: detected (whisperx), zh (belle2).
 
@@ -134,7 +134,7 @@ def child(engine_name: str, model: str, path: str, spawned_at: float, device: st
 
 def belle2_model(python: str, env: dict[str, str]) -> str:
     """The transformers Whisper base checkpoint, built once in klipnote's cache (not timed)."""
-    code = ("from klipnote.offline_models import cache_root; from tests.e2ekit import belle2_checkpoint; "
+    code = ("from klipnote.offline_models import cache_root; from tests.support.e2ekit import belle2_checkpoint; "
             "print(belle2_checkpoint(cache_root()))")
     proc = subprocess.run([python, "-c", code], capture_output=True, text=True, env=env, cwd=REPO, check=False)
     if proc.returncode != 0:

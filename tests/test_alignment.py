@@ -42,9 +42,9 @@ from pathlib import Path
 
 import pytest
 
-from .e2ekit import WHISPERX_WORKER, cli, worker_env
 from .standins.wav2vec2 import build, write_punkt_tab
-from .textmetrics import wer
+from .support.e2ekit import WHISPERX_WORKER, cli, worker_env
+from .support.textmetrics import wer
 
 pytestmark = pytest.mark.slow
 

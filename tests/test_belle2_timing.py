@@ -23,8 +23,8 @@ from klipnote.engines import JobOptions, batching
 from klipnote.engines.batching import Job, Request
 from klipnote.transcript import Transcript
 
-from .e2ekit import belle2_checkpoint
-from .speech import PAUSE, REPEATS, long_mandarin
+from .support.e2ekit import belle2_checkpoint
+from .support.speech import PAUSE, REPEATS, long_mandarin
 
 pytestmark = [pytest.mark.slow, pytest.mark.belle2]
 

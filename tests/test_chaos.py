@@ -24,7 +24,7 @@ from klipnote.errors import ClaimLost, KlipnoteError
 from klipnote.job import JobState, Lane
 from klipnote.spool import Spool
 
-from .spoolkit import Reader, add_jobs, job_log, leftovers, start_engine_worker
+from .support.spoolkit import Reader, add_jobs, job_log, leftovers, start_engine_worker
 
 pytestmark = [pytest.mark.fault, pytest.mark.slow]
 

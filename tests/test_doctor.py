@@ -18,7 +18,7 @@ from klipnote.offline_models import OFFLINE_MODELS, assemble
 from klipnote.spool import Spool
 
 from .conftest import REPO
-from .mounts import remount_read_only, tmpfs
+from .support.mounts import remount_read_only, tmpfs
 
 BELLE2_PYTHON = REPO / ".venv-belle2" / "bin" / "python"
 CHECKS = {"config", "ffmpeg", "ffprobe", "spool", "writable", "perms", "disk", "python", "packages", "torch",

@@ -23,9 +23,9 @@ from klipnote.fsio import atomic_write_bytes
 from klipnote.job import JobRequest, JobState, Lane, Model, Stage
 from klipnote.spool import Spool
 
-from .e2ekit import WHISPERX_WORKER, worker_env
-from .mounts import remount_read_only, tmpfs
-from .spoolkit import (
+from .support.e2ekit import WHISPERX_WORKER, worker_env
+from .support.mounts import remount_read_only, tmpfs
+from .support.spoolkit import (
     Reader,
     add_jobs,
     count,

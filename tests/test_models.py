@@ -1,6 +1,6 @@
 """``klipnote models pull|list|verify``, run as the real CLI against a local stand-in for the model hub.
 
-The stand-in (tests/hubkit.py) is an HTTP server speaking the hub's API for small real files; the
+The stand-in (tests/support/hubkit.py) is an HTTP server speaking the hub's API for small real files; the
 real huggingface_hub client of each environment downloads from it into a real Hugging Face cache.
 """
 
@@ -19,7 +19,7 @@ import pytest
 from klipnote.offline_models import OFFLINE_MODELS, package_file
 
 from .conftest import REPO
-from .hubkit import Hub, Repo, git_blob_id, serve
+from .support.hubkit import Hub, Repo, git_blob_id, serve
 
 BELLE2_PYTHON = REPO / ".venv-belle2" / "bin" / "python"
 WEIGHTS = os.urandom(256 * 1024)
@@ -399,7 +399,7 @@ def test_a_worker_refuses_a_model_that_verify_found_damaged(cli: Cli, home: Path
 @pytest.mark.skipif(not BELLE2_PYTHON.exists(), reason="the belle2 env (.venv-belle2) is not built")
 def test_a_pinned_belle2_revision_is_pulled_and_then_loaded_offline(home: Path, model_cache: Path) -> None:
     """belle2_model_revision reaches from_pretrained: the two commits differ in generation_config.json only."""
-    from .e2ekit import belle2_checkpoint
+    from .support.e2ekit import belle2_checkpoint
 
     folder = belle2_checkpoint(model_cache)
     files: dict[str, bytes | Path] = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*")

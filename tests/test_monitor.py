@@ -1,6 +1,6 @@
 """Monitoring against real worker processes on a real spool: ``workers``, ``top`` and ``metrics`` via the CLI.
 
-Workers are the real daemon around the fast fake engine (tests/fake_engine_worker.py), and in one slow
+Workers are the real daemon around the fast fake engine (tests/support/fake_engine_worker.py), and in one slow
 test the real whisperx worker. Leases are short (environment), so dead workers are seen in seconds; not
 shorter, so that a busy worker on a loaded machine is never taken for dead (the reaper would requeue its job).
 """
@@ -31,8 +31,8 @@ from klipnote.metrics import Metric, MetricType, Sample, exposition
 from klipnote.monitor import StatusCache, _ceil_tenth
 from klipnote.spool import HOSTNAME
 
-from .e2ekit import WHISPERX_WORKER, worker_env
-from .spoolkit import add_jobs
+from .support.e2ekit import WHISPERX_WORKER, worker_env
+from .support.spoolkit import add_jobs
 from .test_worker import start_worker
 
 LEASE = 10.0

@@ -19,7 +19,7 @@ from klipnote.job import OutputFormat
 from klipnote.subtitles import Cue, build_cues
 from klipnote.transcript import Segment, Transcript, Word, WordTiming
 
-from .e2ekit import WHISPERX_WORKER, cli, submit, worker_env
+from .support.e2ekit import WHISPERX_WORKER, cli, submit, worker_env
 
 playwright = pytest.importorskip("playwright.sync_api", reason="the test extra installs playwright")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import REPO
-from .e2ekit import WHISPERX_WORKER, belle2_checkpoint, cli, job, submit, worker_env
+from .support.e2ekit import WHISPERX_WORKER, belle2_checkpoint, cli, job, submit, worker_env
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,7 @@ from klipnote.fsio import atomic_write_json, temp_name
 from klipnote.job import JobRequest, JobState, Lane, Model, Stage
 from klipnote.spool import Spool
 
-from .spoolkit import add_jobs
+from .support.spoolkit import add_jobs
 
 ALL_LANES = list(Lane)
 ME = WorkerRef.here("tester", "fake")

@@ -1,4 +1,4 @@
-"""Fast tests of the small pure pieces: ids, settings, routing, atomic files, media probing."""
+"""Fast tests of the small pure pieces: ids, routing, atomic files, media probing, windows."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from klipnote import defaults, envcheck
-from klipnote.config import load_settings, parse_duration, parse_size
-from klipnote.errors import ConfigError, InputRejected, UsageError
+from klipnote import envcheck
+from klipnote.errors import InputRejected, UsageError
 from klipnote.fsio import atomic_write_bytes
 from klipnote.ids import ALPHABET, ID_LENGTH, check_prefix, is_job_id, new_job_id
 from klipnote.job import Lane, Model
@@ -44,69 +43,6 @@ def test_only_id_characters_pass_as_a_prefix(text):
         return
     assert set(prefix) <= set(ALPHABET) and 1 <= len(prefix) <= ID_LENGTH
     assert "/" not in prefix and "." not in prefix
-
-
-# ---------------------------------------------------------------------- settings
-
-
-def write_config(tmp_path, text: str) -> dict[str, str]:
-    path = tmp_path / "config.toml"
-    path.write_text(text)
-    return {"KLIPNOTE_CONFIG": str(path)}
-
-
-def test_defaults_apply_when_nothing_is_set(tmp_path):
-    settings = load_settings(environ={"XDG_DATA_HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)})
-    assert settings.max_file_size == defaults.MAX_FILE_SIZE
-    assert settings.spool == tmp_path / "klipnote" / "spool"
-    assert set(settings.sources.values()) == {"default"}
-
-
-def test_file_then_environment_then_flags_win(tmp_path):
-    env = write_config(tmp_path, 'default_model = "belle2"\nmax_attempts = 5\nspool = "/srv/spool"\n')
-    settings = load_settings(environ=env)
-    assert (settings.default_model, settings.max_attempts) == ("belle2", 5)
-    assert settings.sources["default_model"].startswith("file ")
-
-    env["DEFAULT_TRANSCRIPTION_MODEL"] = "whisperx"
-    settings = load_settings(environ=env)
-    assert settings.default_model == "whisperx"
-    assert settings.sources["default_model"] == "environment DEFAULT_TRANSCRIPTION_MODEL"
-
-    settings = load_settings({"spool": "/flag/spool", "default_model": None}, environ=env)
-    assert str(settings.spool) == "/flag/spool" and settings.sources["spool"] == "flag"
-    assert settings.default_model == "whisperx"
-
-
-@pytest.mark.parametrize(
-    ("env", "message"),
-    [
-        ({"DEFAULT_TRANSCRIPTION_MODEL": "tiny"}, "DEFAULT_TRANSCRIPTION_MODEL.*allowed: auto, belle2, whisperx"),
-        ({"MAX_FILE_SIZE": "lots"}, "MAX_FILE_SIZE.*2GiB"),
-        ({"MAX_DURATION_HOURS": "-1"}, "MAX_DURATION_HOURS.*greater than 0"),
-        ({"KLIPNOTE_MAX_ATTEMPTS": "0"}, "KLIPNOTE_MAX_ATTEMPTS"),
-    ],
-)
-def test_invalid_environment_values_name_the_variable_and_what_is_allowed(env, message):
-    with pytest.raises(ConfigError, match=message):
-        load_settings(environ=env)
-
-
-def test_an_unknown_key_or_broken_toml_in_the_config_file_is_reported(tmp_path):
-    with pytest.raises(ConfigError, match="unknown setting 'spoool'"):
-        load_settings(environ=write_config(tmp_path, 'spoool = "/x"\n'))
-    with pytest.raises(ConfigError, match="cannot read config file"):
-        load_settings(environ=write_config(tmp_path, "spool = \n"))
-
-
-@pytest.mark.parametrize(("text", "size"), [("2GiB", 2 * 1024**3), ("500MB", 500_000_000), ("1234", 1234)])
-def test_sizes_parse_with_units(text, size):
-    assert parse_size(text) == size
-
-
-@pytest.mark.parametrize(("text", "seconds"), [("30d", 30 * 86400), ("12h", 43200), ("90", 90), ("15m", 900)])
-def test_durations_parse_with_units(text, seconds):
-    assert parse_duration(text) == seconds
 
 
 # ---------------------------------------------------------------------- routing

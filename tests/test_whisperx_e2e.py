@@ -23,9 +23,9 @@ from klipnote.offline_models import OFFLINE_MODELS, OfflineModel, assemble
 from klipnote.subtitles import StyleRules, check_rules
 
 from .conftest import ffmpeg
-from .e2ekit import WHISPERX_WORKER, cli, cues_of, job, submit, worker_env
-from .spoolkit import damage
-from .textmetrics import wer
+from .support.e2ekit import WHISPERX_WORKER, cli, cues_of, job, submit, worker_env
+from .support.spoolkit import damage
+from .support.textmetrics import wer
 
 pytestmark = pytest.mark.slow
 

