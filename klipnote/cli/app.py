@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Optional
 
 import typer
@@ -89,10 +91,10 @@ IdsArg = Annotated[list[str], typer.Argument(metavar="ID...", help="Job ids or u
 
 
 class Session:
-    """Settings and spool for one command, loaded on first use."""
+    """Settings and spool for one command, loaded on first use from its flags (fixed once built)."""
 
-    def __init__(self, flags: dict[str, object]) -> None:
-        self.flags = flags
+    def __init__(self, flags: Mapping[str, object]) -> None:
+        self.flags: Mapping[str, object] = MappingProxyType(dict(flags))
         self._settings: Settings | None = None
 
     @property
@@ -105,8 +107,10 @@ class Session:
         return Spool.from_settings(self.settings, create=create)
 
 
-def session_of(ctx: typer.Context) -> Session:
-    return ctx.find_root().obj
+def session_of(ctx: typer.Context, **flags: object) -> Session:
+    """The command's session: the root's flags (``--spool``) plus the setting flags of the command itself."""
+    root: Session = ctx.find_root().obj
+    return Session({**root.flags, **flags}) if flags else root
 
 
 def _version(value: bool) -> None:

@@ -57,9 +57,8 @@ def worker(
 
     if model is Model.AUTO:
         raise UsageError("a worker runs one engine: --model whisperx or --model belle2")
-    session = session_of(ctx)
-    session.flags.update(device=device, whisper_model=whisper_model, batch_size=batch_size, batch_jobs=batch_jobs,
-                         batch_audio=batch_audio)
+    session = session_of(ctx, device=device, whisper_model=whisper_model, batch_size=batch_size,
+                         batch_jobs=batch_jobs, batch_audio=batch_audio)
     settings = session.settings
     spool = session.spool(create=True)
     identity = worker_id(model.value, name)
