@@ -162,6 +162,10 @@ def _optional_text(text: Any) -> str | None:
     return value or None
 
 
+#: What ``config show`` prints instead of a secret's value.
+MASK = "********"
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its file key, parser, default, environment names (first wins) and help.
@@ -177,6 +181,33 @@ class Setting:
     help: str
     secret: bool = False
     example: Any = None
+    redact: Callable[[Any], Any] | None = None  # shows a value with its secret part masked (a URL's password)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by :data:`MASK`: what ``config show``, logs and ``workers --json`` print."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}{port}"))
+
+
+def _broker_url(text: Any) -> str | None:
+    """A Redis URL (``redis://``, ``rediss://`` for TLS), or None when empty: the setting is off."""
+    value = _optional_text(text)
+    if value is None:
+        return None
+    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+    if scheme not in ("redis", "rediss"):
+        raise ValueError("allowed: a redis:// or rediss:// URL (rediss: TLS), or empty to use the spool alone")
+    return value
 
 
 def _default_spool(env: Mapping[str, str]) -> Path:
@@ -235,6 +266,10 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds without a heartbeat after which a claim is presumed dead"),
     Setting("max_attempts", _positive_int, defaults.MAX_ATTEMPTS, ("KLIPNOTE_MAX_ATTEMPTS",),
             "claims a job may use before it fails"),
+    Setting("broker", _broker_url, None, ("KLIPNOTE_BROKER", "CELERY_BROKER_URL"),
+            "Redis URL of the Celery broker for several hosts (redis:// or rediss://); empty: the spool alone "
+            "dispatches jobs, on one machine", example="redis://:password@redis.internal:6379/0",
+            redact=mask_url),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -292,6 +327,7 @@ class Settings:
     heartbeat_interval: float
     lease_ttl: float
     max_attempts: int
+    broker: str | None
     sources: dict[str, str]
 
 
@@ -339,10 +375,6 @@ def load_settings(flags: Mapping[str, Any] | None = None, environ: Mapping[str, 
 
 # ---------------------------------------------------------------------- showing and writing settings
 
-#: What ``config show`` prints instead of a secret's value.
-MASK = "********"
-
-
 def describe(settings: Settings) -> dict[str, dict[str, Any]]:
     """Every setting as plain data: value (secrets masked), source, origin, environment names, default.
 
@@ -354,6 +386,8 @@ def describe(settings: Settings) -> dict[str, dict[str, Any]]:
         value = getattr(settings, setting.name)
         if setting.secret and value is not None:
             value = MASK
+        elif setting.redact is not None and value is not None:
+            value = setting.redact(value)
         source, _, origin = settings.sources[setting.name].partition(" ")
         described[setting.name] = {
             "value": _plain(value),
@@ -374,7 +408,10 @@ def exposure_warnings(settings: Settings) -> list[str]:
     warnings = []
     for setting in SETTINGS:
         source, _, origin = settings.sources[setting.name].partition(" ")
-        if setting.secret and source == "file":
+        value = getattr(settings, setting.name)
+        holds_secret = setting.secret or (setting.redact is not None and value is not None
+                                          and setting.redact(value) != value)
+        if holds_secret and source == "file":
             mode = Path(origin).stat().st_mode & 0o777
             if mode & 0o007:
                 warnings.append(f"{origin} holds {setting.name} and every user may read it (mode {mode:04o}): "
@@ -407,6 +444,7 @@ def template() -> str:
         "# where it came from. Uncomment a line to change a setting.",
         "#",
         "# The file may hold hf_token: keep it private (klipnote config init writes it with mode 0600).",
+        "# A broker URL with a password is a secret too.",
     ]
     for setting in SETTINGS:
         lines += ["", f"# {setting.help}."]

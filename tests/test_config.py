@@ -215,6 +215,8 @@ ENVIRONMENT_NAMES = [
     ("KLIPNOTE_MAX_ATTEMPTS", "max_attempts", "7", 7),
     ("KLIPNOTE_WHISPER_REVISION", "whisper_model_revision", "v1.0", "v1.0"),
     ("KLIPNOTE_BELLE2_REVISION", "belle2_model_revision", "0123abcd", "0123abcd"),
+    ("KLIPNOTE_BROKER", "broker", "redis://redis.internal:6379/1", "redis://redis.internal:6379/1"),
+    ("CELERY_BROKER_URL", "broker", "rediss://:pw@redis.internal:6380/0", "rediss://:pw@redis.internal:6380/0"),
 ]
 
 
