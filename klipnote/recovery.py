@@ -86,12 +86,13 @@ def _reap_one(spool: Spool, ticket: Ticket) -> ReapOutcome | None:
         with spool.state_lock(ticket.job_id):
             if not path.exists():
                 return None
-            outcome = _requeue_or_fail(spool, ticket, path, reason)
-        if lock is not None and outcome.action != "quarantined":
-            # The dead claim's half-written outputs; a frozen holder still owns its lock and cleans up itself.
-            for staging in spool.staging_dirs(ticket.job_id, ticket.attempt):
-                shutil.rmtree(staging, ignore_errors=True)
-        return outcome
+            if lock is not None:
+                # The dead claim's half-written outputs go before its ticket moves: a reaper killed after
+                # the move would leave them for good, as nothing reaps that claim again. A frozen holder
+                # still owns its lock and clears its own.
+                for staging in spool.staging_dirs(ticket.job_id, ticket.attempt):
+                    shutil.rmtree(staging, ignore_errors=True)
+            return _requeue_or_fail(spool, ticket, path, reason)
     finally:
         if lock is not None:
             lock.release()

@@ -50,7 +50,7 @@ def victims(spool: Spool, ids: list[str], pids: set[int]) -> list[int]:
     return [pid for pid, attempt in busy.items() if attempt == min(busy.values())]
 
 
-@pytest.mark.parametrize("batch_jobs", ["1"])  # "4": a staging folder left behind once; see the issue note
+@pytest.mark.parametrize("batch_jobs", ["1", "4"])
 def test_workers_killed_mid_job_again_and_again_lose_nothing_and_commit_each_job_once(spool_dir, media, tmp_path,
                                                                                     batch_jobs):
     """With ``batch_jobs`` 4 each kill lands on a worker holding up to four claims in one shared batch."""

@@ -86,6 +86,41 @@ def test_a_worker_killed_with_sigkill_has_its_job_reclaimed_at_once_on_the_same_
     assert leftovers(spool) == []
 
 
+#: A reaper in its own process that dies (SIGKILL) the moment it has put a dead claim's job back.
+REAPER_KILLED_AFTER_REQUEUE = """
+import os, signal, sys
+from klipnote import recovery
+from klipnote.spool import Spool
+requeue = recovery._requeue_or_fail
+def requeue_then_die(*args):
+    requeue(*args)
+    os.kill(os.getpid(), signal.SIGKILL)
+recovery._requeue_or_fail = requeue_then_die
+recovery.reap(Spool(sys.argv[1]).open())
+"""
+
+
+@pytest.mark.slow
+def test_a_reaper_killed_once_it_put_a_dead_claims_job_back_leaves_no_staging_behind(spool, spool_dir, media,
+                                                                                       tmp_path):
+    """Nothing reaps that claim again, so its staging must be gone before its ticket moves."""
+    (job_id,) = add_jobs(spool, media["wav"], 1)
+    log = tmp_path / "events.log"
+    victim = start_worker(spool_dir, "victim", log, "--work", "60", "--lease-ttl", "600")
+    wait_for_event(log, "claimed")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert len(spool.staging_dirs(job_id, 1)) == 1
+
+    reaper = subprocess.run([sys.executable, "-c", REAPER_KILLED_AFTER_REQUEUE, str(spool_dir)], check=False,
+                            timeout=60)
+    assert reaper.returncode == -signal.SIGKILL
+    (ticket,) = spool.find_tickets(job_id)
+    assert ticket.parent.parent == spool.queue and ticket.name.endswith(f"{job_id}.2"), "the job was not put back"
+    assert spool.staging_dirs(job_id, 1) == []
+    assert leftovers(spool) == []
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("frozen", ["mid-work", "outputs-staged"])
 def test_a_worker_frozen_past_its_lease_cannot_commit_after_it_wakes(spool, spool_dir, media, tmp_path, frozen):
