@@ -382,7 +382,7 @@ def _cached_folder(ref: modelstore.ModelRef) -> Path | None:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return modelstore.snapshot_folder(ref, ref.revision, local_files_only=True)
+        return modelstore.snapshot_folder(ref, modelstore.loaded_revision(ref), local_files_only=True)
     except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
         return None
 

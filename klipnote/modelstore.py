@@ -12,11 +12,19 @@ hub's own tree listing: the LFS SHA-256 of large files, the git blob id of small
 the content, checked, then its SHA-256 computed and recorded). A file that does not match is
 downloaded again once and refused if it still does not. :func:`verify` re-hashes the files later,
 so a truncated or replaced weight file is found before a worker loads it.
+
+BELLE-2's repositories do not all hold ``model.safetensors`` on ``main``: some hold only pickled
+``pytorch_model.bin``, which the belle2 worker never loads (torch < 2.6 can run code hidden in
+pickles), and the hub's conversion bot put safetensors copies on pull-request refs
+(``refs/pr/N``). A pull of a model the worker loads as safetensors only therefore looks, when the
+asked revision has none, for such a ref (:func:`safetensors_revision`) and pins its commit: the
+manifest names the ref, and the worker loads that commit (:func:`loaded_revision`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import os
 import shutil
@@ -33,6 +41,12 @@ from klipnote.errors import KlipnoteError, UsageError, summary
 from klipnote.fsio import atomic_write_json, read_json, sha256_file
 
 MANIFEST_FORMAT = 1
+#: The hub account whose pull requests add safetensors copies of pickled weights.
+CONVERSION_BOT = "SFconvertbot"
+#: Files a conversion pull request may add or change beside the weights; every other file must be the same
+#: as in the revision asked for (config, generation config, tokenizer, preprocessor).
+CONVERSION_MAY_CHANGE = ("*.safetensors", "*.safetensors.index.json", "*.md", ".gitattributes",
+                         *defaults.NOT_SAFETENSORS)
 #: Names that stand for the model a setting configures.
 ALIASES = {"whisperx": "whisper_model", "belle2": "belle2_model", "diarization": "diarization_model"}
 
@@ -62,6 +76,7 @@ class ModelRef:
     faster_whisper: bool = False  # fetched by faster-whisper's download_model, as the whisperx engine does
     ignore_patterns: tuple[str, ...] = ()
     revision: str | None = None  # the configured one (whisper_model_revision, belle2_model_revision); None: main
+    safetensors_only: bool = False  # loaded by the belle2 engine, which reads safetensors and nothing else
 
     @property
     def key(self) -> str:
@@ -89,6 +104,7 @@ class ModelManifest:
     repo_id: str | None = None
     revision: str | None = None  # as asked (main, a tag, a commit)
     commit: str | None = None  # what it resolved to
+    pull_request: str | None = None  # refs/pr/N whose commit was pulled: the revision asked had no safetensors
     integrity: Integrity = Integrity.VERIFIED
     verified_at: float | None = None
     format: int = MANIFEST_FORMAT
@@ -188,7 +204,7 @@ def resolve(name: str, settings: Settings) -> ModelRef:
     if "/" in given and not given.startswith(("/", ".", "~")):
         belle2 = given == settings.belle2_model
         return ModelRef(given, Source.HUB, repo_id=given, ignore_patterns=defaults.NOT_SAFETENSORS if belle2 else (),
-                        revision=settings.belle2_model_revision if belle2 else None)
+                        revision=settings.belle2_model_revision if belle2 else None, safetensors_only=belle2)
     if given.startswith(("/", ".", "~")):
         raise UsageError(f"model folder {given} does not exist")
     raise UsageError(f"unknown model {given!r}: give a Whisper name ({', '.join(list(whisper)[:4]) or 'large-v2'}, "
@@ -346,7 +362,9 @@ def _pull_hub(ref: ModelRef, revision: str | None, token: str | None) -> ModelMa
                             "(workers may keep it, so that they use what was pulled)")
     repo_id = str(ref.repo_id)
     try:
-        folder = snapshot_folder(ref, revision, token)
+        fetched, pull_request = safetensors_revision(repo_id, revision, token) if ref.safetensors_only else \
+            (revision, None)
+        folder = snapshot_folder(ref, fetched, token)
         commit = folder.name
         expected = _hub_expectations(repo_id, commit, folder, token)
         records, bad = _check_folder(folder, expected)
@@ -368,7 +386,60 @@ def _pull_hub(ref: ModelRef, revision: str | None, token: str | None) -> ModelMa
                             "name and revision, HF_TOKEN for a gated model, and the network (HF_ENDPOINT)") from exc
     now = time.time()
     return ModelManifest(ref.name, Source.HUB, str(folder), records, now, repo_id=repo_id, revision=revision or "main",
-                    commit=commit, verified_at=now)
+                         commit=commit, pull_request=pull_request, verified_at=now)
+
+
+def safetensors_revision(repo_id: str, revision: str | None, token: str | None) -> tuple[str, str | None]:
+    """The revision to pull for a model loaded from safetensors only: the one asked (None: main) where it holds
+    safetensors, else a pull request's commit, with that pull request's ref.
+
+    Where the revision asked holds only pickled weights, the newest pull request qualifies whose head
+    commit the hub's conversion bot made and whose files, weights and READMEs aside, are the revision's
+    own: the config and tokenizer the worker loads stay the owner's, the weights are the bot's copy.
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    asked = revision or "main"
+    files = _listing(api, repo_id, asked, token)
+    if _has_safetensors(files):
+        return asked, None
+    pulls = api.list_repo_refs(repo_id, include_pull_requests=True, token=token).pull_requests or []
+    for pull in sorted(pulls, key=lambda p: _pr_number(p.ref), reverse=True):
+        offered = _listing(api, repo_id, pull.target_commit, token)
+        if not _has_safetensors(offered) or _kept(offered) != _kept(files):
+            continue
+        head = api.list_repo_commits(repo_id, revision=pull.target_commit, token=token)[0]
+        if head.authors == [CONVERSION_BOT]:
+            return pull.target_commit, pull.ref
+    raise KlipnoteError(f"{repo_id}@{asked} has no model.safetensors, only pickled weights, which the belle2 worker "
+                        f"never loads, and no pull request of the hub's conversion bot ({CONVERSION_BOT}) adds them "
+                        "to the same files: give --revision a commit that holds model.safetensors, or set "
+                        "belle2_model to a local folder with one")
+
+
+def _listing(api: Any, repo_id: str, revision: str, token: str | None) -> dict[str, str]:
+    """Path -> content id (LFS SHA-256, else git blob id) of every file at ``revision``."""
+    from huggingface_hub.hf_api import RepoFile
+
+    return {entry.path: entry.lfs.sha256 if entry.lfs is not None else entry.blob_id
+            for entry in api.list_repo_tree(repo_id, recursive=True, revision=revision, token=token)
+            if isinstance(entry, RepoFile)}
+
+
+def _has_safetensors(files: dict[str, str]) -> bool:
+    return any(path.endswith(".safetensors") for path in files)
+
+
+def _kept(files: dict[str, str]) -> dict[str, str]:
+    """The files a conversion must leave as they are."""
+    return {path: oid for path, oid in files.items()
+            if not any(fnmatch.fnmatch(path, pattern) for pattern in CONVERSION_MAY_CHANGE)}
+
+
+def _pr_number(ref: str) -> int:
+    tail = ref.rsplit("/", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
 
 
 def snapshot_folder(ref: ModelRef, revision: str | None = None, token: str | None = None, *,
@@ -399,6 +470,29 @@ def pinned_folder(name: str, settings: Settings) -> Path | None:
     if ref.source is not Source.HUB or not ref.revision:
         return None
     return snapshot_folder(ref, ref.revision, settings.hf_token)
+
+
+def loaded_revision(ref: ModelRef) -> str | None:
+    """The revision a worker loads for ``ref``: the configured one (None: main), or the commit the last pull pinned
+    because that revision has no safetensors (:func:`safetensors_revision`)."""
+    if ref.source is not Source.HUB or not ref.safetensors_only:
+        return ref.revision
+    try:
+        manifest = find_manifest(ref)
+    except KlipnoteError:  # unreadable: the worker loads what was configured, and list/verify say why
+        return ref.revision
+    if manifest is not None and manifest.pull_request and manifest.revision == (ref.revision or "main"):
+        return manifest.commit
+    return ref.revision
+
+
+def belle2_revision(settings: Settings) -> str:
+    """The revision the belle2 worker loads (``main`` where none is configured or pinned; ignored for a folder)."""
+    try:
+        ref = resolve("belle2", settings)
+    except UsageError:  # a local folder
+        return settings.belle2_model_revision or "main"
+    return loaded_revision(ref) or "main"
 
 
 def refuse_damaged(name: str, settings: Settings) -> None:

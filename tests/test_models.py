@@ -19,7 +19,7 @@ import pytest
 from klipnote.offline_models import OFFLINE_MODELS, package_file
 
 from .conftest import REPO
-from .support.hubkit import Hub, Repo, git_blob_id, serve
+from .support.hubkit import Hub, PullRequest, Repo, git_blob_id, serve
 
 BELLE2_PYTHON = REPO / ".venv-belle2" / "bin" / "python"
 WEIGHTS = os.urandom(256 * 1024)
@@ -156,6 +156,55 @@ def test_belle2_pull_skips_pickled_weights(cli: Cli, hub: Hub, home: Path) -> No
     ok(cli("models", "pull", "belle2", BELLE2_MODEL_NAME="acme/belle-mini"))
     assert sorted(hub.downloads("acme/belle-mini")) == ["config.json", "model.safetensors"]
     assert {f["path"] for f in manifest(home, "acme--belle-mini")["files"]} == {"config.json", "model.safetensors"}
+
+
+PICKLE = b"\x80\x02pickled weights: never fetched, never unpickled" * 50
+#: Both hub clients: huggingface_hub 0.36 (.venv, requests) and 1.x (.venv-belle2, httpx), where it is built.
+CLIENTS = [pytest.param(sys.executable, id="hub-0.36"),
+           pytest.param(BELLE2_PYTHON, id="hub-1.x", marks=pytest.mark.skipif(
+               not BELLE2_PYTHON.exists(), reason="the belle2 env (.venv-belle2) is not built"))]
+
+
+def pickle_only_repo(repo_id: str = "acme/belle-pickle") -> Repo:
+    """What Belle-whisper-large-v3-zh-punct looks like on the hub: ``main`` with pickled weights only, the
+    conversion bot's safetensors on a pull request; other pull requests that must not be taken beside it."""
+    main: dict[str, bytes | Path] = {"config.json": tiny_en("config.json"), "vocabulary.txt": tiny_en("vocabulary.txt"),
+                                     "pytorch_model.bin": PICKLE, "README.md": b"# belle\n"}
+    converted = {**main, "model.safetensors": WEIGHTS, "README.md": b"# belle, README edited since\n"}
+    return Repo(repo_id, main, pulls=[
+        PullRequest(2, {**converted, "config.json": b'{"older": true}'}),  # on a main since changed
+        PullRequest(3, {**converted, "vocabulary.txt": b"other vocabulary\n"}),  # not the owner's tokenizer
+        PullRequest(4, converted),  # the one to take
+        PullRequest(6, {**converted, "model.safetensors": os.urandom(1024)}, author="mallory", title="faster weights"),
+    ])
+
+
+@pytest.mark.parametrize("python", CLIENTS)
+def test_belle2_pull_takes_safetensors_from_the_conversion_bots_pull_request(
+        cli: Cli, home: Path, tmp_path: Path, python: Path) -> None:
+    """main holds only a pickle: the pull pins the newest pull request that the conversion bot made on main's
+    own files, downloads nothing pickled, and records which ref the weights came from."""
+    repo = pickle_only_repo()
+    with serve([repo]) as hub:
+        env = {"HF_ENDPOINT": hub.url, "BELLE2_MODEL_NAME": repo.repo_id}
+        out = ok(cli("models", "pull", "belle2", python=python, **env)).stdout
+        pinned = repo.pulls[2]
+        assert f"at {pinned.commit} (refs/pr/4, the hub's safetensors copy: main holds only pickled weights)" in out
+        record = manifest(home, "acme--belle-pickle")
+        assert (record["revision"], record["commit"], record["pull_request"]) == ("main", pinned.commit, "refs/pr/4")
+        assert {f["path"]: f["sha256"] for f in record["files"]} == {
+            rel: sha256(data if isinstance(data, bytes) else data.read_bytes())
+            for rel, data in pinned.files.items() if not rel.endswith(".bin")}
+        assert sorted(hub.downloads(repo.repo_id)) == sorted(p for p in pinned.files if not p.endswith(".bin"))
+        assert hub.downloads(repo.repo_id) == hub.downloads(repo.repo_id, pinned.commit)
+        assert ok(cli("models", "verify", "belle2", python=python, **env)).stdout.startswith("ok    acme/belle-pickle")
+        assert "refs/pr/4" in ok(cli("models", "pull", "belle2", python=python, **env)).stdout  # again: same pin
+
+        repo.pulls = [pull for pull in repo.pulls if pull.number != 4]  # only pull requests not to be taken left
+        line = error_line(cli("models", "pull", "belle2", python=python, HF_HOME=str(tmp_path / "hf"), **env))
+        assert line.startswith("klipnote: acme/belle-pickle@main has no model.safetensors, only pickled weights")
+        assert "give --revision a commit that holds model.safetensors" in line
+    assert not [path for path in hub.downloads(repo.repo_id) if path.endswith(".bin")]
 
 
 @pytest.mark.skipif(not BELLE2_PYTHON.exists(), reason="the belle2 env (.venv-belle2) is not built")
@@ -431,3 +480,33 @@ def test_a_pinned_belle2_revision_is_pulled_and_then_loaded_offline(home: Path, 
                                 env={**offline, "KLIPNOTE_BELLE2_REVISION": revision}, check=False)
         assert loaded.returncode == 0, loaded.stderr
         assert loaded.stdout.strip().splitlines()[-1] == expected, revision
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not BELLE2_PYTHON.exists(), reason="the belle2 env (.venv-belle2) is not built")
+def test_a_worker_loads_the_pull_request_that_the_pull_pinned(home: Path, model_cache: Path) -> None:
+    """``models pull belle2`` then the engine, offline, for a repo whose main holds only a pickle: it loads the
+    pinned pull request's commit (safetensors), never main's pickle."""
+    from .support.e2ekit import belle2_checkpoint
+
+    folder = belle2_checkpoint(model_cache)
+    files: dict[str, bytes | Path] = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*")
+                                      if p.is_file() and not p.name.startswith(".")}
+    main = {**{rel: data for rel, data in files.items() if rel != "model.safetensors"}, "pytorch_model.bin": PICKLE}
+    repo = Repo("acme/belle-pickle", main, pulls=[PullRequest(1, {**main, "model.safetensors": files[
+        "model.safetensors"]})])
+    env = {**os.environ, "HF_HOME": str(home / "hf"), "HF_HUB_OFFLINE": "0", "KLIPNOTE_MODEL_CACHE": str(home / "m"),
+           "BELLE2_MODEL_NAME": repo.repo_id, "HF_HUB_DISABLE_TELEMETRY": "1"}
+    with serve([repo]) as hub:
+        done = subprocess.run([str(BELLE2_PYTHON), "-m", "klipnote", "models", "pull", "belle2"],
+                              env={**env, "HF_ENDPOINT": hub.url}, capture_output=True, text=True, timeout=600,
+                              check=False)
+        assert done.returncode == 0, done.stderr
+    probe = ("from klipnote.config import load_settings; from klipnote.engines.belle2_engine import Belle2Engine;"
+             "engine = Belle2Engine(load_settings(), device='cpu', batch_size=1); engine.load();"
+             "print(engine.revision, engine._model.config.num_mel_bins)")
+    offline = {**env, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    loaded = subprocess.run([str(BELLE2_PYTHON), "-c", probe], capture_output=True, text=True, timeout=600,
+                            env=offline, check=False)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip().splitlines()[-1] == f"{repo.pulls[0].commit} 80"

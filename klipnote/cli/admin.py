@@ -80,6 +80,8 @@ def models_pull(
         render.print_json(manifest.to_json())
         return
     at = f" at {manifest.commit}" if manifest.commit else ""
+    if manifest.pull_request:
+        at += f" ({manifest.pull_request}, the hub's safetensors copy: {manifest.revision} holds only pickled weights)"
     sys.stdout.write(f"{manifest.name}: {len(manifest.files)} files, {size(manifest.size)}{at}, "
                      f"SHA-256 recorded, in {manifest.folder}\n")
 

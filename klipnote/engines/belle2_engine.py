@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from klipnote import cjk
+from klipnote import cjk, modelstore
 from klipnote.audio import SAMPLE_RATE
 from klipnote.engines import dtw
 from klipnote.envcheck import version_of
@@ -72,7 +72,7 @@ class Belle2Engine:
 
     def __init__(self, settings: Settings, *, device: str, batch_size: int) -> None:
         self.model_name = settings.belle2_model
-        self.revision = settings.belle2_model_revision or "main"  # ignored for a local folder
+        self.revision = modelstore.belle2_revision(settings)  # what models pull pinned, else main; not for a folder
         self.device = device
         self.batch_size = batch_size
         self.zh_script = settings.zh_script
@@ -106,9 +106,9 @@ class Belle2Engine:
             ).to(self.device).eval()
         except Exception as exc:
             raise KlipnoteError(
-                f"cannot load BELLE-2 model {self.model_name!r} ({summary(exc)}); "
+                f"cannot load BELLE-2 model {self.model_name!r}@{self.revision} ({summary(exc)}); "
                 "give a hub id or a local folder with model.safetensors (pickled .bin weights are never loaded "
-                "under torch < 2.6)"
+                "under torch < 2.6); for a hub id, klipnote models pull belle2 pins a revision that has them"
             ) from exc
         alignment_heads = getattr(self._model.generation_config, "alignment_heads", None)
         if not alignment_heads:
