@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from klipnote import enhance, outputs, routing
+from klipnote.decoding import Decoding
 from klipnote.engines import JobOptions
 from klipnote.engines.batching import Finished, Request
 from klipnote.errors import ClaimLost, KlipnoteError, SpoolError, SpoolFull
@@ -90,6 +91,8 @@ class Attempt:
         self.samples: np.ndarray | None = None
         self.outcome: Ending | None = None
         self.request: Request | None = None
+        self.options: JobOptions | None = None
+        self.notes: list[str] = []  # what the engine said about this job (a prompt cut short, ...)
         self.transcribing_since: float | None = None  # when its (shared) batch went to the engine
         self.log.write(f"claimed on {context.host}, pid {context.pid}")
         log.info("job %s: %s", claim.job_id, claim.manifest.input.name)
@@ -115,7 +118,7 @@ class Attempt:
             self.progress(Stage.DECODING, 0.0)
             from klipnote import audio
 
-            options = self._options()
+            self.options = options = self._options()
             self.samples = audio.decode(self.claim.input_path())
         except BaseException as exc:
             self.end(exc)
@@ -123,11 +126,12 @@ class Attempt:
         self.timings["decode"] = time.monotonic() - began
         self.log.write(f"decoded {self.seconds:.1f} s of audio")
         auto = self.claim.status.lane is Lane.AUTO
-        self.request = Request(self.samples, options, self.progress, self.on_language if auto else None, self.log.write)
+        self.request = Request(self.samples, options, self.progress, self.on_language if auto else None, self.note)
         return self.request
 
     def _options(self) -> JobOptions:
-        """What the job asks of the engine; a manifest edited into an unknown Chinese script fails the job."""
+        """What the job asks of the engine; a manifest edited into an unknown Chinese script, task or speaker
+        count fails the job."""
         manifest = self.claim.manifest
         zh_script = manifest.options.get("zh_script")
         try:
@@ -135,7 +139,16 @@ class Attempt:
         except ValueError:
             raise KlipnoteError(f"job option zh_script {zh_script!r} is not one of "
                                 f"{', '.join(z.value for z in ZhScript)}: submit the file again") from None
-        return JobOptions(manifest.language, bool(manifest.options.get("diarize")), script)
+        try:
+            decoding = Decoding.from_options(manifest.options)
+        except ValueError as exc:
+            raise KlipnoteError(f"job options: {exc}: submit the file again") from None
+        return JobOptions(manifest.language, bool(manifest.options.get("diarize")), script, decoding)
+
+    def note(self, message: str) -> None:
+        """A line from the engine about this job: in its log, and in its result's metadata (``notes``)."""
+        self.log.write(message)
+        self.notes.append(message)
 
     def start_transcribing(self) -> None:
         """The engine starts on this job's batch: its ``transcribe`` time counts from here (the files of a
@@ -176,7 +189,7 @@ class Attempt:
         return self.outcome
 
     def commit(self, transcript: Transcript, batch: dict[str, Any]) -> None:
-        assert self.samples is not None
+        assert self.samples is not None and self.options is not None
         self.timings["transcribe"] = time.monotonic() - (self.transcribing_since or self.started)
         self.progress(Stage.ENHANCING, 0.0)
         mark = time.monotonic()
@@ -188,7 +201,8 @@ class Attempt:
         engine = self.context.engine
         meta = outputs.metadata(self.claim, transcript, report, engine.describe(), worker=self.context.worker_id,
                                 batch={"batch_size": engine.batch_size, **batch}, timings=self.timings,
-                                duration=self.seconds)
+                                duration=self.seconds, decoding=self.options.decoding,
+                                notes=self.notes)
         files = outputs.write(self.claim, transcript, cues, meta, self.context.file_mode)
         problems = outputs.deliver(files, self.claim.manifest)
         for problem in problems:

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from klipnote import __version__
+from klipnote.decoding import Decoding
 from klipnote.fsio import atomic_write_json, fsync_dir
 from klipnote.ids import is_job_id, new_job_id
 from klipnote.job import InputInfo, JobRequest, JobState, Manifest, Status, now
@@ -24,7 +25,7 @@ from klipnote.spool import MANIFEST, STATUS, Spool, user_at_host
 def submit(spool: Spool, info: InputInfo, source: Path, request: JobRequest, *, copy: bool = True) -> Status:
     """Put one validated input into the spool, all or nothing; return its first status."""
     job_id = new_job_id()
-    route = route_at_submit(request.model, request.language)
+    route = route_at_submit(request.model, request.language, Decoding.from_options(request.options).task)
     submitted_at = now()
     stage = spool.tmp / job_id
     ticket = spool.queued_path(route.lane, request.priority, job_id, 1)

@@ -64,6 +64,13 @@ class ZhScript(str, Enum):
     ORIGINAL = "original"
 
 
+class Task(str, Enum):
+    """What Whisper makes of the speech: text in the language spoken, or English (whisperx only)."""
+
+    TRANSCRIBE = "transcribe"
+    TRANSLATE = "translate"
+
+
 class SplitBy(str, Enum):
     """How the ``split`` enhancement builds cues (``OPTIMIZER_ENGINE``): from word times, from segment
     times with the text spread evenly, or ``auto`` (words when the engine timed them)."""

@@ -17,6 +17,7 @@ from klipnote.job import Manifest, OutputFormat, output_name
 
 if TYPE_CHECKING:
     from klipnote.claim import Claim
+    from klipnote.decoding import Decoding
     from klipnote.enhance import StepLog
     from klipnote.subtitles import Cue
     from klipnote.transcript import Transcript
@@ -26,8 +27,10 @@ DELIVERED_MODE = 0o644
 
 
 def metadata(claim: Claim, transcript: Transcript, report: StepLog, engine: dict[str, Any], *, worker: str,
-             batch: dict[str, Any], timings: dict[str, float], duration: float) -> dict[str, Any]:
-    """The result JSON's ``metadata``: what ran, how, and how long it took (``engine`` is its ``describe()``)."""
+             batch: dict[str, Any], timings: dict[str, float], duration: float, decoding: Decoding,
+             notes: list[str]) -> dict[str, Any]:
+    """The result JSON's ``metadata``: what ran, how, and how long it took (``engine`` is its ``describe()``;
+    ``notes``: what the engine said about the job, such as a prompt cut to what the model takes)."""
     manifest = claim.manifest
     return {
         "job": claim.job_id,
@@ -36,6 +39,8 @@ def metadata(claim: Claim, transcript: Transcript, report: StepLog, engine: dict
         **batch,
         "word_timestamps": transcript.word_timing.value,
         "word_timestamps_note": transcript.word_timing_note,
+        "decoding": decoding.describe(),
+        "notes": list(notes),
         "enhancement": report.steps,
         "routing": claim.status.routing,
         "attempt": claim.attempt,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from klipnote.job import Lane, Model
+from klipnote.job import Lane, Model, Task
 
 if TYPE_CHECKING:
     from klipnote.claim import Claim
@@ -36,12 +36,15 @@ class Route:
     reason: str
 
 
-def route_at_submit(model: Model, language: str | None) -> Route:
-    """Decide the lane from what is known before any audio is decoded."""
+def route_at_submit(model: Model, language: str | None, task: Task = Task.TRANSCRIBE) -> Route:
+    """Decide the lane from what is known before any audio is decoded; ``auto`` sends a translation to
+    whisperx whatever the language (belle2 only transcribes, and ``submit`` refuses it for belle2)."""
     if model is Model.BELLE2:
         return Route(Lane.BELLE2, "model belle2 requested")
     if model is Model.WHISPERX:
         return Route(Lane.WHISPERX, "model whisperx requested")
+    if task is Task.TRANSLATE:
+        return Route(Lane.WHISPERX, "translation into English: only whisperx translates")
     hint = normalise_language(language)
     if hint is None:
         return Route(Lane.AUTO, "no language hint: the whisperx worker detects the language")

@@ -3,7 +3,8 @@
 Each file is checked before it can touch the spool: it exists, is a regular readable non-empty
 file within the size limit, ffprobe finds an audio stream, and it is not too long. A rejected
 file gets an outcome with a one-line reason; the others are still submitted. The options a submit
-asks for (output folder, enhancement steps, subtitle style) are checked here too, before any file.
+asks for (output folder, enhancement steps, subtitle style, decoding options) are checked here too,
+before any file.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from klipnote import intake, media
+from klipnote.decoding import Decoding, Speakers, read_prompt_file
 from klipnote.errors import InputRejected, KlipnoteError, UsageError
 from klipnote.fsio import sha256_file
 from klipnote.humanize import duration, size
-from klipnote.job import InputInfo, JobRequest, JobState, Status, ZhScript
+from klipnote.job import InputInfo, JobRequest, JobState, Model, Status, Task, ZhScript
 from klipnote.spool import Spool
 
 STDIN_MARK = "-"
@@ -42,14 +44,37 @@ def output_folder(path: Path | None) -> str | None:
     return os.path.abspath(path)
 
 
+def decoding_options(model: Model, task: Task, prompt: str | None, prompt_file: Path | None, hotwords: str | None,
+                     speakers: tuple[int | None, int | None, int | None] = (None, None, None)) -> Decoding:
+    """The decoding options asked for (``speakers``: the count, the least and the most), the prompt file read
+    now. A translation is refused for belle2 here, where the lane is known; ``auto`` keeps translations on
+    whisperx (:func:`klipnote.routing.route_at_submit`)."""
+    if prompt is not None and prompt_file is not None:
+        raise UsageError("give --prompt or --prompt-file, not both")
+    if task is Task.TRANSLATE and model is Model.BELLE2:
+        raise UsageError("--task translate needs the whisperx engine (belle2 only transcribes Mandarin): submit "
+                         "with --model whisperx or --model auto")
+    text = read_prompt_file(prompt_file) if prompt_file is not None else prompt
+    try:
+        return Decoding(task, text.strip() if text else text, os.path.abspath(prompt_file) if prompt_file else None,
+                        hotwords.strip() if hotwords else hotwords, Speakers(*speakers))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def job_options(diarize: bool, zh_script: ZhScript | None, enhance_steps: str | None, max_line_width: int | None,
-                 max_lines: int | None, max_cue_duration: float | None) -> dict[str, Any]:
-    """What a job asks beyond the defaults, checked at submit so that a bad value never reaches a worker."""
+                max_lines: int | None, max_cue_duration: float | None,
+                decoding: Decoding | None = None) -> dict[str, Any]:
+    """What a job asks beyond the defaults, checked at submit so that a bad value never reaches a worker.
+
+    Speaker-count hints imply ``--diarize``: they mean nothing without it.
+    """
     from klipnote.enhance import parse_steps
     from klipnote.subtitles import StyleRules
 
-    options: dict[str, Any] = {}
-    if diarize:
+    decoding = decoding or Decoding()
+    options: dict[str, Any] = decoding.options()
+    if diarize or decoding.speakers:
         options["diarize"] = True
     if zh_script is not None:
         options["zh_script"] = zh_script.value

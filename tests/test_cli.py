@@ -27,6 +27,7 @@ from klipnote.job import Lane
 from klipnote.spool import Spool
 
 from .support.mounts import remount_read_only, tmpfs
+from .support.privileges import unprivileged
 
 ALL_LANES = (Lane.AUTO, Lane.WHISPERX, Lane.BELLE2)
 UNKNOWN_ID = "0000000000zzzzzzzz"
@@ -296,18 +297,6 @@ def test_bad_input_is_rejected_in_one_line_and_the_rest_submitted(cli, spool_dir
     one_error(proc, bad, case.reason)
     assert jobs_on_disk(spool_dir) == {accepted["id"]}
     assert_tidy(spool_dir)
-
-
-def unprivileged() -> list[str]:
-    """A command prefix under which file permissions apply, even to root; skips when there is none."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    prefix = [setpriv, "--inh-caps=-all", "--bounding-set=-all"] if setpriv else []
-    probe = subprocess.run([*prefix, "cat", "/proc/self/status"], capture_output=True, text=True, check=False)
-    if not prefix or probe.returncode != 0 or "CapEff:\t0000000000000000" not in probe.stdout:
-        pytest.skip("running as root, where chmod 000 does not stop reads, and capabilities cannot be dropped")
-    return prefix
 
 
 def test_unreadable_file_is_rejected_and_the_rest_submitted(spool_dir, tmp_path, wav):

@@ -13,7 +13,18 @@ from klipnote import actions, defaults, recovery, render, retention
 from klipnote.cli.app import DOCS, EXIT_TIMEOUT, IdsArg, JsonFlag, app, session_of
 from klipnote.config import parse_duration
 from klipnote.errors import KlipnoteError, UsageError
-from klipnote.job import ALWAYS_WRITTEN, JobRequest, JobState, Lane, Model, OutputFormat, Status, ZhScript, output_name
+from klipnote.job import (
+    ALWAYS_WRITTEN,
+    JobRequest,
+    JobState,
+    Lane,
+    Model,
+    OutputFormat,
+    Status,
+    Task,
+    ZhScript,
+    output_name,
+)
 from klipnote.registry import Registry
 from klipnote.spool import Spool
 
@@ -70,6 +81,22 @@ def submit(
     ] = defaults.PRIORITY_DEFAULT,
     diarize: Annotated[bool, typer.Option(
         "--diarize", help=f"Label speakers (whisperx; needs a diarization model: {DOCS['worker']}).")] = False,
+    speakers: Annotated[Optional[int], typer.Option(
+        "--speakers", metavar="N", help="How many people speak (a hint to diarization; implies --diarize).")] = None,
+    min_speakers: Annotated[Optional[int], typer.Option(
+        "--min-speakers", metavar="N", help="At least this many speak (implies --diarize).")] = None,
+    max_speakers: Annotated[Optional[int], typer.Option(
+        "--max-speakers", metavar="N", help="At most this many speak (implies --diarize).")] = None,
+    task: Annotated[Optional[Task], typer.Option(
+        "--task", help="transcribe (the language spoken) or translate (into English; whisperx only).")] = None,
+    prompt: Annotated[Optional[str], typer.Option(
+        "--prompt", metavar="TEXT", help="Text the model reads before the speech: spelling of names and jargon, "
+        "style, punctuation (cut to what the model takes).")] = None,
+    prompt_file: Annotated[Optional[str], typer.Option(  # str: our own one-line error for an unreadable file
+        "--prompt-file", metavar="FILE", help="Read the prompt from this UTF-8 file now, at submit "
+        "(a glossary kept beside a cron folder).")] = None,
+    hotwords: Annotated[Optional[str], typer.Option(
+        "--hotwords", metavar='"A, B, C"', help="Words and names to favour, put before the prompt.")] = None,
     zh_script: Annotated[Optional[ZhScript], typer.Option(
         "--zh-script", help="Chinese characters of belle2 output. Default: the worker's zh_script.")] = None,
     enhance_steps: Annotated[Optional[str], typer.Option(
@@ -105,21 +132,25 @@ def submit(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only job ids, one a line.")] = False,
 ) -> None:
     """Queue files for transcription. Exit 0 if all were accepted, 1 if any was rejected."""
-    from klipnote.submit import Limits, expand, job_options, output_folder, submit_paths
+    from klipnote.submit import Limits, decoding_options, expand, job_options, output_folder, submit_paths
 
     if not files:
         raise UsageError("no input files: give FILE..., a folder with --recursive, or - to read paths from stdin")
     session = session_of(ctx)
     settings = session.settings
     chosen = (*ALWAYS_WRITTEN, *(formats or ()))
+    model = model or settings.default_model
+    glossary = Path(prompt_file) if prompt_file is not None else None
+    decoding = decoding_options(model, task or Task.TRANSCRIBE, prompt, glossary, hotwords,
+                                (speakers, min_speakers, max_speakers))
     request = JobRequest(
-        model=model or settings.default_model,
+        model=model,
         language=language,
         formats=tuple(dict.fromkeys(chosen)),
         output_dir=output_folder(output_dir),
         next_to_input=next_to_input,
         priority=priority,
-        options=job_options(diarize, zh_script, enhance_steps, max_line_width, max_lines, max_cue_duration),
+        options=job_options(diarize, zh_script, enhance_steps, max_line_width, max_lines, max_cue_duration, decoding),
     )
     spool = session.spool(create=True)
     limits = Limits(settings.max_file_size, settings.max_duration_hours)

@@ -10,9 +10,10 @@ transformers) only there, so the CLI never pays for them. :func:`create` picks o
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from klipnote.decoding import Decoding
 from klipnote.errors import KlipnoteError
 from klipnote.job import Lane, Model, Stage, ZhScript
 
@@ -33,6 +34,7 @@ class JobOptions:
     language: str | None = None
     diarize: bool = False
     zh_script: ZhScript | None = None  # belle2 only; None: the worker's default
+    decoding: Decoding = field(default_factory=Decoding)  # prompt, hotwords, task, speaker-count hints
 
 
 class Engine(Protocol):

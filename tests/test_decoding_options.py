@@ -1,0 +1,182 @@
+"""Decoding options at submit: ``--prompt``, ``--prompt-file``, ``--hotwords``, ``--task`` and speaker counts.
+
+The real CLI in a subprocess against a real spool: what a job asks is kept in its manifest, a
+translation never lands in the belle2 lane, and every bad value is one line on stderr with nothing
+queued. What the engines do with these options is tested on real speech in
+tests/test_decoding_engines.py (whisperx, diarization) and tests/test_belle2.py (belle2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from klipnote.decoding import Decoding, Speakers
+from klipnote.job import Task
+
+from .support.privileges import unprivileged
+
+
+@pytest.fixture
+def wav(media: dict[str, Path]) -> str:
+    return str(media["wav"])
+
+
+def manifest(spool_dir: Path, proc: subprocess.CompletedProcess) -> dict:
+    assert proc.returncode == 0, proc.stderr
+    [entry] = json.loads(proc.stdout)
+    return json.loads((spool_dir / "jobs" / entry["id"] / "manifest.json").read_text())
+
+
+def refused(proc: subprocess.CompletedProcess, spool_dir: Path, says: str) -> None:
+    """One ``klipnote: ...`` line naming the problem, exit 2, and no job in the spool."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert proc.stderr.startswith("klipnote: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert says in proc.stderr, proc.stderr
+    assert not (spool_dir / "jobs").exists() or not os.listdir(spool_dir / "jobs")
+
+
+# ---------------------------------------------------------------------- kept with the job
+
+
+def test_prompt_hotwords_and_translation_are_kept_in_the_manifest(klipnote, spool_dir, wav):
+    job = manifest(spool_dir, klipnote("submit", "--json", "--model", "whisperx", "--task", "translate",
+                                       "--prompt", "  Stewart Brand, Menlo Park. ", "--hotwords", "Polaroid, Google",
+                                       wav))
+    assert job["options"] == {"task": "translate", "prompt": "Stewart Brand, Menlo Park.",
+                              "hotwords": "Polaroid, Google"}
+
+
+def test_a_prompt_file_is_read_at_submit_and_recorded_with_its_path(klipnote, spool_dir, wav, tmp_path):
+    glossary = tmp_path / "inbox" / "glossary.txt"
+    glossary.parent.mkdir()
+    glossary.write_text("Stewart Brand\nWhole Earth Catalog\n", encoding="utf-8")
+    job = manifest(spool_dir, klipnote("submit", "--json", "--prompt-file", "glossary.txt", wav,
+                                       cwd=glossary.parent))
+    glossary.write_text("changed after submit\n", encoding="utf-8")
+    assert job["options"] == {"prompt": "Stewart Brand\nWhole Earth Catalog", "prompt_file": str(glossary)}
+
+
+@pytest.mark.parametrize(("args", "hints"), [
+    (["--speakers", "2"], {"speakers": 2}),
+    (["--min-speakers", "2"], {"min_speakers": 2}),
+    (["--min-speakers", "1", "--max-speakers", "3"], {"min_speakers": 1, "max_speakers": 3}),
+])
+def test_speaker_counts_imply_diarize(klipnote, spool_dir, wav, args, hints):
+    job = manifest(spool_dir, klipnote("submit", "--json", *args, wav))
+    assert job["options"] == {**hints, "diarize": True}
+
+
+def test_a_job_that_asks_nothing_has_no_decoding_options(klipnote, spool_dir, wav):
+    assert manifest(spool_dir, klipnote("submit", "--json", "--task", "transcribe", wav))["options"] == {}
+
+
+@pytest.mark.parametrize("language", [None, "zh", "de"])
+def test_auto_keeps_a_translation_on_whisperx_whatever_the_language(klipnote, spool_dir, wav, language):
+    hint = ["--language", language] if language else []
+    job = manifest(spool_dir, klipnote("submit", "--json", "--task", "translate", *hint, wav))
+    assert (job["model"], job["lane"]) == ("auto", "whisperx")
+    assert job["routing_reason"] == "translation into English: only whisperx translates"
+
+
+# ---------------------------------------------------------------------- refused at submit
+
+
+def test_an_empty_prompt_file_is_refused(klipnote, spool_dir, wav, tmp_path):
+    empty = tmp_path / "glossary.txt"
+    empty.write_text(" \n\n", encoding="utf-8")
+    refused(klipnote("submit", "--prompt-file", str(empty), wav), spool_dir, f"--prompt-file {empty} is empty")
+
+
+def test_an_unreadable_prompt_file_is_refused(spool_dir, wav, tmp_path):
+    locked = tmp_path / "glossary.txt"
+    locked.write_text("Stewart Brand", encoding="utf-8")
+    locked.chmod(0)
+    argv = [*unprivileged(), sys.executable, "-m", "klipnote", "--spool", str(spool_dir), "submit", "--prompt-file",
+            str(locked), wav]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    refused(proc, spool_dir, f"--prompt-file {locked}: cannot read it: Permission denied")
+
+
+def _missing(path: Path) -> None:
+    pass
+
+
+def _not_utf8(path: Path) -> None:
+    path.write_bytes(b"\xff\xfe\xfa")
+
+
+@pytest.mark.parametrize(("make", "says"), [
+    (_missing, "cannot read it: No such file or directory"),
+    (Path.mkdir, "cannot read it: Is a directory"),
+    (_not_utf8, "not UTF-8 text; save it as UTF-8"),
+])
+def test_a_prompt_file_that_is_not_a_text_file_is_refused(klipnote, spool_dir, wav, tmp_path, make, says):
+    path = tmp_path / "glossary.txt"
+    make(path)
+    refused(klipnote("submit", "--prompt-file", str(path), wav), spool_dir, f"--prompt-file {path}: {says}")
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--speakers", "0"], "--speakers 0: give a whole number of speakers, 1 or more"),
+    (["--max-speakers", "-1"], "--max-speakers -1: give a whole number of speakers, 1 or more"),
+    (["--min-speakers", "3", "--max-speakers", "2"], "--min-speakers 3 is more than --max-speakers 2"),
+    (["--speakers", "2", "--max-speakers", "3"], "give it or --min-speakers/--max-speakers, not both"),
+    (["--task", "translate", "--model", "belle2"], "--task translate needs the whisperx engine"),
+    (["--prompt", " "], "--prompt is empty"),
+    (["--hotwords", ""], "--hotwords is empty"),
+    (["--prompt", "x", "--prompt-file", "y"], "give --prompt or --prompt-file, not both"),
+])
+def test_bad_decoding_options_are_one_line_and_queue_nothing(klipnote, spool_dir, wav, args, says):
+    refused(klipnote("submit", *args, wav), spool_dir, says)
+
+
+def test_belle2_as_the_configured_default_model_refuses_a_translation_too(klipnote, spool_dir, wav):
+    refused(klipnote("submit", "--task", "translate", wav, env={"DEFAULT_TRANSCRIPTION_MODEL": "belle2"}),
+            spool_dir, "--task translate needs the whisperx engine")
+
+
+# ---------------------------------------------------------------------- read back by the worker
+
+counts = st.one_of(st.none(), st.integers(1, 50))
+
+
+@given(task=st.sampled_from(Task), prompt=st.one_of(st.none(), st.text(min_size=1).filter(str.strip)),
+       hotwords=st.one_of(st.none(), st.just("Polaroid, Google")), count=counts, least=counts, most=counts)
+def test_what_submit_keeps_reads_back_the_same(task, prompt, hotwords, count, least, most):
+    try:
+        speakers = Speakers(count, least, most)
+    except ValueError:
+        return
+    decoding = Decoding(task, prompt, None, hotwords, speakers)
+    assert Decoding.from_options(json.loads(json.dumps(decoding.options()))) == decoding
+
+
+@pytest.mark.parametrize(("options", "says"), [
+    ({"task": "summarise"}, "task 'summarise' is not one of transcribe, translate"),
+    ({"speakers": "2"}, "--speakers '2': give a whole number"),
+    ({"min_speakers": 4, "max_speakers": 2}, "--min-speakers 4 is more than --max-speakers 2"),
+    ({"prompt": ""}, "--prompt is empty"),
+])
+def test_a_manifest_edited_into_bad_options_is_refused_when_read(options, says):
+    with pytest.raises(ValueError, match=says):
+        Decoding.from_options(options)
+
+
+def test_the_result_describes_the_prompt_by_its_digest():
+    described = Decoding(Task.TRANSLATE, "Stewart Brand", "/srv/inbox/glossary.txt", "Polaroid",
+                         Speakers(least=2)).describe()
+    assert described == {
+        "task": "translate",
+        "prompt": {"sha256": "3370102a83e3593c0fe700850557984f939e6d3aac18bc0a09672e38ab0a4c28", "characters": 13,
+                   "file": "/srv/inbox/glossary.txt"},
+        "hotwords": "Polaroid",
+        "speakers": {"min_speakers": 2},
+    }
