@@ -106,6 +106,12 @@ def _text(text: Any) -> str:
     return str(text).strip()
 
 
+def _belle2_model(text: Any) -> str:
+    """A BELLE-2 checkpoint: a variant's name (punct, turbo) stands for its hub id."""
+    name = _text(text)
+    return defaults.BELLE2_VARIANTS.get(name, name)
+
+
 class Device(str, Enum):
     """Where a worker runs its model; ``auto``: cuda when torch sees a GPU, else cpu."""
 
@@ -245,8 +251,9 @@ SETTINGS: tuple[Setting, ...] = (
             "a worker claims no more jobs for one shared batch once they hold this much audio (90, 8m)"),
     Setting("align_model", _text, defaults.ALIGN_MODEL, ("KLIPNOTE_ALIGN_MODEL",),
             "wav2vec2 model timing whisperx words: auto (whisperx's choice per language), off, a name or a folder"),
-    Setting("belle2_model", _text, defaults.BELLE2_MODEL, ("BELLE2_MODEL_NAME",),
-            "BELLE-2 checkpoint: a hub id or a local folder"),
+    Setting("belle2_model", _belle2_model, defaults.BELLE2_MODEL, ("BELLE2_MODEL_NAME",),
+            "BELLE-2 checkpoint: punct (writes punctuation) or turbo (4 decoder layers, faster) for those "
+            "variants, a hub id, or a local folder"),
     Setting("belle2_model_revision", _optional_text, None, ("KLIPNOTE_BELLE2_REVISION",),
             "branch, tag or commit of a hub BELLE-2 model that workers load and models pull fetches (default: main)",
             example="main"),

@@ -67,8 +67,15 @@ BATCH_JOBS = 16
 #: A worker stops claiming more jobs for one shared batch once those it holds have this much audio
 #: (seconds): 16 windows of 30 s, one full batch; the rest stays queued for other workers.
 BATCH_AUDIO = 480.0
-#: BELLE-2's checkpoint: a hub id or a local folder. Original service name: BELLE2_MODEL_NAME.
+#: BELLE-2's checkpoint: a hub id, a local folder, or a name of BELLE2_VARIANTS. Original service name:
+#: BELLE2_MODEL_NAME.
 BELLE2_MODEL = "BELLE-2/Belle-whisper-large-v3-zh"
+#: Named BELLE-2 variants (docs/models.md#belle-2-variants): ``punct`` writes Chinese punctuation, so cues
+#: split at sentence ends; ``turbo`` has 4 decoder layers instead of 32, half the weights, faster decoding.
+BELLE2_VARIANTS = {
+    "punct": "BELLE-2/Belle-whisper-large-v3-zh-punct",
+    "turbo": "BELLE-2/Belle-whisper-large-v3-turbo-zh",
+}
 #: Seconds a stopping worker lets its current job run on before handing it back.
 STOP_GRACE = 30.0
 #: Seconds between looks at an empty queue.
@@ -127,3 +134,23 @@ REVIEW_EMBED_BITRATE = 24_000
 #: Largest Opus copy embedded in a review page (bytes; about 2 h at REVIEW_EMBED_BITRATE): a page past this
 #: opens slowly, so it references the recording beside it instead.
 REVIEW_EMBED_MAX_BYTES = 25 * 1024**2
+
+#: Broker mode (issue 13, docs/broker.md). Keys in Redis start with this; one Redis database serves one spool.
+BROKER_KEY_PREFIX = "klipnote"
+#: Seconds a submit, a command or a worker waits to connect to Redis before saying that it is unreachable.
+BROKER_CONNECT_TIMEOUT = 2.0
+#: The slowest real-time factor a job may run at (CPU workers on long audio): with MAX_DURATION_HOURS it
+#: bounds the longest allowed job, which Redis's visibility timeout must outlast (else Redis hands a running
+#: job's message to a second worker).
+BROKER_SLOWEST_RTF = 4.0
+#: Added to that longest job: model loading, enhancement, a busy disk.
+BROKER_VISIBILITY_MARGIN = 3600.0
+#: How long Redis keeps the record of a finished job (its spool folder keeps the job itself).
+BROKER_ENDED_TTL = 30 * 86400
+#: Seconds a dispatched job may wait in its queue before the reconciler dispatches it again: only a message lost
+#: between Redis and a worker is that late, so a real backlog is never sent twice.
+BROKER_REDISPATCH_AFTER = 12 * 3600.0
+#: ``klipnote flower`` listens here unless told otherwise: this host only, since Flower can revoke tasks and
+#: shut workers down.
+FLOWER_ADDRESS = "127.0.0.1"
+FLOWER_PORT = 5555

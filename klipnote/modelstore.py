@@ -202,9 +202,10 @@ def resolve(name: str, settings: Settings) -> ModelRef:
         revision = settings.whisper_model_revision if given == settings.whisper_model else None
         return ModelRef(given, Source.HUB, repo_id=repo_id, faster_whisper=True, revision=revision)
     if "/" in given and not given.startswith(("/", ".", "~")):
-        belle2 = given == settings.belle2_model
+        belle2 = given == settings.belle2_model or given in {defaults.BELLE2_MODEL, *defaults.BELLE2_VARIANTS.values()}
         return ModelRef(given, Source.HUB, repo_id=given, ignore_patterns=defaults.NOT_SAFETENSORS if belle2 else (),
-                        revision=settings.belle2_model_revision if belle2 else None, safetensors_only=belle2)
+                        revision=settings.belle2_model_revision if given == settings.belle2_model else None,
+                        safetensors_only=belle2)
     if given.startswith(("/", ".", "~")):
         raise UsageError(f"model folder {given} does not exist")
     raise UsageError(f"unknown model {given!r}: give a Whisper name ({', '.join(list(whisper)[:4]) or 'large-v2'}, "
@@ -470,6 +471,25 @@ def pinned_folder(name: str, settings: Settings) -> Path | None:
     if ref.source is not Source.HUB or not ref.revision:
         return None
     return snapshot_folder(ref, ref.revision, settings.hf_token)
+
+
+def timing_warning(manifest: ModelManifest) -> str | None:
+    """Why the belle2 worker would refuse a pulled checkpoint: no alignment heads in its generation config
+    (character times come from their cross-attention); None when they are there."""
+    path = Path(manifest.folder) / "generation_config.json"
+    try:
+        heads = read_json(path).get("alignment_heads")
+    except (OSError, ValueError, AttributeError):
+        heads = None
+    if heads:
+        return None
+    return (f"{manifest.repo_id or manifest.name}: {path.name} lists no alignment_heads, so the belle2 worker refuses "
+            "it (character times need them); " + NO_ALIGNMENT_HEADS_FIX)
+
+
+#: What to do about a BELLE-2 checkpoint without alignment heads (the pull's warning, the engine's error).
+NO_ALIGNMENT_HEADS_FIX = ("use the default BELLE-2 or belle2_model = punct, or a local copy whose "
+                          "generation_config.json has alignment_heads (those of the Whisper model it was tuned from)")
 
 
 def loaded_revision(ref: ModelRef) -> str | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from klipnote.modelstore import NO_ALIGNMENT_HEADS_FIX
 from klipnote.offline_models import OFFLINE_MODELS, package_file
 
 from .conftest import REPO
@@ -482,31 +483,93 @@ def test_a_pinned_belle2_revision_is_pulled_and_then_loaded_offline(home: Path, 
         assert loaded.stdout.strip().splitlines()[-1] == expected, revision
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not BELLE2_PYTHON.exists(), reason="the belle2 env (.venv-belle2) is not built")
-def test_a_worker_loads_the_pull_request_that_the_pull_pinned(home: Path, model_cache: Path) -> None:
-    """``models pull belle2`` then the engine, offline, for a repo whose main holds only a pickle: it loads the
-    pinned pull request's commit (safetensors), never main's pickle."""
-    from .support.e2ekit import belle2_checkpoint
-
-    folder = belle2_checkpoint(model_cache)
+def hub_belle2(repo_id: str, folder: Path, *, on_main: bool, heads: bool = True) -> Repo:
+    """A BELLE-2 repo as the hub serves it, made of a transformers checkpoint's files: safetensors on main, or
+    (``on_main=False``) main with a pickle only and the conversion bot's pull request beside it."""
     files: dict[str, bytes | Path] = {p.relative_to(folder).as_posix(): p for p in folder.rglob("*")
                                       if p.is_file() and not p.name.startswith(".")}
+    if not heads:
+        generation = json.loads((folder / "generation_config.json").read_text())
+        files["generation_config.json"] = json.dumps({**generation, "alignment_heads": None}).encode()
+    if on_main:
+        return Repo(repo_id, files)
     main = {**{rel: data for rel, data in files.items() if rel != "model.safetensors"}, "pytorch_model.bin": PICKLE}
-    repo = Repo("acme/belle-pickle", main, pulls=[PullRequest(1, {**main, "model.safetensors": files[
-        "model.safetensors"]})])
+    return Repo(repo_id, main, pulls=[PullRequest(4, {**main, "model.safetensors": files["model.safetensors"]})])
+
+
+def pull_then_load(repo: Repo, home: Path, name: str | None) -> tuple[subprocess.CompletedProcess,
+                                                                    subprocess.CompletedProcess]:
+    """``models pull belle2`` (BELLE2_MODEL_NAME=name) from the stand-in, then the belle2 engine's load, offline."""
     env = {**os.environ, "HF_HOME": str(home / "hf"), "HF_HUB_OFFLINE": "0", "KLIPNOTE_MODEL_CACHE": str(home / "m"),
-           "BELLE2_MODEL_NAME": repo.repo_id, "HF_HUB_DISABLE_TELEMETRY": "1"}
+           "HF_HUB_DISABLE_TELEMETRY": "1", **({"BELLE2_MODEL_NAME": name} if name else {})}
+    env.pop("KLIPNOTE_BELLE2_REVISION", None)
     with serve([repo]) as hub:
-        done = subprocess.run([str(BELLE2_PYTHON), "-m", "klipnote", "models", "pull", "belle2"],
-                              env={**env, "HF_ENDPOINT": hub.url}, capture_output=True, text=True, timeout=600,
-                              check=False)
-        assert done.returncode == 0, done.stderr
+        pulled = subprocess.run([str(BELLE2_PYTHON), "-m", "klipnote", "models", "pull", "belle2"],
+                                env={**env, "HF_ENDPOINT": hub.url}, capture_output=True, text=True, timeout=600,
+                                check=False)
+        assert pulled.returncode == 0, pulled.stderr
+        assert not [path for path in hub.downloads(repo.repo_id) if path.endswith(".bin")]
     probe = ("from klipnote.config import load_settings; from klipnote.engines.belle2_engine import Belle2Engine;"
              "engine = Belle2Engine(load_settings(), device='cpu', batch_size=1); engine.load();"
-             "print(engine.revision, engine._model.config.num_mel_bins)")
+             "print(engine.model_name, engine.revision, sorted(engine._heads))")
     offline = {**env, "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
-    loaded = subprocess.run([str(BELLE2_PYTHON), "-c", probe], capture_output=True, text=True, timeout=600,
-                            env=offline, check=False)
+    return pulled, subprocess.run([str(BELLE2_PYTHON), "-c", probe], capture_output=True, text=True, timeout=600,
+                                  env=offline, check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not BELLE2_PYTHON.exists(), reason="the belle2 env (.venv-belle2) is not built")
+@pytest.mark.parametrize("name, repo_id, on_main", [
+    (None, "BELLE-2/Belle-whisper-large-v3-zh", False),
+    ("punct", "BELLE-2/Belle-whisper-large-v3-zh-punct", False),
+    ("turbo", "BELLE-2/Belle-whisper-large-v3-turbo-zh", True)])
+def test_each_named_belle2_model_is_pulled_then_loaded_offline(
+        home: Path, model_cache: Path, name: str | None, repo_id: str, on_main: bool) -> None:
+    """``models pull belle2`` then the worker's engine, for the default model and each variant by its name: a
+    main holding only a pickle loads the pull request the pull pinned, never main's pickle."""
+    from .support.e2ekit import belle2_checkpoint
+
+    repo = hub_belle2(repo_id, belle2_checkpoint(model_cache), on_main=on_main)
+    pulled, loaded = pull_then_load(repo, home, name)
+    assert not pulled.stderr.count("warning"), pulled.stderr
     assert loaded.returncode == 0, loaded.stderr
-    assert loaded.stdout.strip().splitlines()[-1] == f"{repo.pulls[0].commit} 80"
+    commit = repo.commit if on_main else repo.pulls[0].commit
+    assert loaded.stdout.strip().splitlines()[-1] == f"{repo_id} {'main' if on_main else commit} [3, 4, 5]"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not BELLE2_PYTHON.exists(), reason="the belle2 env (.venv-belle2) is not built")
+def test_a_belle2_model_without_alignment_heads_is_named_at_pull_and_refused_at_load(
+        home: Path, model_cache: Path) -> None:
+    """Character times need the alignment heads: a checkpoint without them (turbo, should its generation config
+    lack them) is a warning at pull and one clear line when the worker loads it."""
+    from .support.e2ekit import belle2_checkpoint
+
+    repo = hub_belle2("BELLE-2/Belle-whisper-large-v3-turbo-zh", belle2_checkpoint(model_cache), on_main=True,
+                      heads=False)
+    pulled, loaded = pull_then_load(repo, home, "turbo")
+    assert ("klipnote: warning: BELLE-2/Belle-whisper-large-v3-turbo-zh: generation_config.json lists no "
+            "alignment_heads, so the belle2 worker refuses it (character times need them); use the default BELLE-2 "
+            "or belle2_model = punct") in pulled.stderr
+    assert loaded.returncode == 1 and "Traceback" in loaded.stderr  # the probe has no CLI to print the one line
+    assert loaded.stderr.strip().splitlines()[-1] == (
+        "klipnote.errors.KlipnoteError: BELLE-2/Belle-whisper-large-v3-turbo-zh has no alignment_heads in its "
+        f"generation_config.json and character times need them: {NO_ALIGNMENT_HEADS_FIX}")
+
+
+def test_belle2_variants_are_named_settings_and_pull_as_belle2() -> None:
+    """punct and turbo stand for their hub ids; those ids, and the default's, are pulled as safetensors only."""
+    from klipnote import defaults
+    from klipnote.config import load_settings
+    from klipnote.modelstore import resolve
+
+    for name, repo_id in (("punct", "BELLE-2/Belle-whisper-large-v3-zh-punct"),
+                          ("turbo", "BELLE-2/Belle-whisper-large-v3-turbo-zh")):
+        settings = load_settings(environ={"BELLE2_MODEL_NAME": name})
+        assert settings.belle2_model == repo_id
+        assert resolve("belle2", settings).repo_id == repo_id
+        other = resolve(repo_id, load_settings(environ={}))  # named as a hub id while another model is configured
+        assert other.safetensors_only and other.ignore_patterns == defaults.NOT_SAFETENSORS and other.revision is None
+    assert load_settings(environ={}).belle2_model == defaults.BELLE2_MODEL
+    assert load_settings(environ={"BELLE2_MODEL_NAME": "acme/x"}).belle2_model == "acme/x"
+    assert not resolve("acme/x", load_settings(environ={})).safetensors_only

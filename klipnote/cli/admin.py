@@ -76,6 +76,8 @@ def models_pull(
     if ref.repo_id:
         render.error(f"pulling {ref.repo_id}@{revision or 'main'}; large models take minutes")
     manifest = modelstore.pull(ref, revision=revision, token=settings.hf_token)
+    if ref.safetensors_only:
+        render.warn_lines([w for w in [modelstore.timing_warning(manifest)] if w])
     if json:
         render.print_json(manifest.to_json())
         return

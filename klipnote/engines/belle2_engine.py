@@ -10,7 +10,7 @@ What the service klipnote replaces got wrong, and what this does instead:
   characters each token spells (below);
 - English audio translated into Chinese -> Mandarin only, forced ``zh`` transcription; a job
   whose language is known not to be Mandarin is refused with a message;
-- Traditional/Simplified mixed output -> OpenCC conversion (Simplified by default).
+- Traditional/Simplified mixed output -> the worker converts it to the job's script (klipnote/zhscript.py).
 
 Character times without the memory bill. ``generate(return_token_timestamps=True)`` switches the
 model to eager attention and keeps every layer's attention weights at every step (3.3x the
@@ -43,7 +43,7 @@ from klipnote.audio import SAMPLE_RATE
 from klipnote.engines import dtw
 from klipnote.envcheck import version_of
 from klipnote.errors import KlipnoteError, summary
-from klipnote.job import Lane, ZhScript
+from klipnote.job import Lane
 from klipnote.routing import is_mandarin
 from klipnote.transcript import Segment, Transcript, Word, WordTiming
 from klipnote.windows import Span, pack
@@ -62,8 +62,6 @@ ENCODER_FRAMES = 1500
 SECONDS_SLACK = 1e-6
 #: The prompt generate() decodes from (language and task forced, timestamps on); the alignment pass repeats it.
 PROMPT = ("<|startoftranscript|>", "<|zh|>", "<|transcribe|>")
-#: OpenCC configurations for ``zh_script``; ``original`` leaves the model's characters alone.
-OPENCC_CONFIG = {ZhScript.SIMPLIFIED: "t2s", ZhScript.TRADITIONAL: "s2t", ZhScript.ORIGINAL: None}
 
 
 class Belle2Engine:
@@ -75,12 +73,10 @@ class Belle2Engine:
         self.revision = modelstore.belle2_revision(settings)  # what models pull pinned, else main; not for a folder
         self.device = device
         self.batch_size = batch_size
-        self.zh_script = settings.zh_script
         self.dtype_name = "float16" if device == "cuda" else "float32"
         self._model: Any = None
         self._processor: Any = None
         self._vad: Any = None
-        self._converters: dict[str, Any] = {}
         # Set by load(): token ids from _first_special up are special or timestamps; the alignment
         # heads as layer -> heads; the alignment pass's prompt as token ids.
         self._first_special = 0
@@ -112,8 +108,8 @@ class Belle2Engine:
             ) from exc
         alignment_heads = getattr(self._model.generation_config, "alignment_heads", None)
         if not alignment_heads:
-            raise KlipnoteError(f"{self.model_name} has no alignment_heads in its generation_config.json: "
-                                "character times need them")
+            raise KlipnoteError(f"{self.model_name} has no alignment_heads in its generation_config.json and "
+                                f"character times need them: {modelstore.NO_ALIGNMENT_HEADS_FIX}")
         for layer, head in alignment_heads:
             self._heads.setdefault(int(layer), []).append(int(head))
         self._vad = load_silero_vad()
@@ -129,7 +125,6 @@ class Belle2Engine:
             "revision": self.revision,
             "device": self.device,
             "compute_type": self.dtype_name,
-            "zh_script": self.zh_script,
             "versions": {p: version_of(p) for p in ("transformers", "torch", "silero-vad")},
         }
 
@@ -181,9 +176,9 @@ class Belle2Engine:
         return [[segment for segment in segments if segment.text] for segments in decoded]
 
     def assemble(self, job: Job) -> Transcript:
-        """The windows' segments in order, in the job's Chinese script."""
-        script = job.request.options.zh_script or self.zh_script
-        segments = [self._convert(segment, script) for index in sorted(job.decoded) for segment in job.decoded[index]]
+        """The windows' segments in order, in the characters the model wrote (the worker applies the job's
+        Chinese script to either engine's output: :mod:`klipnote.zhscript`)."""
+        segments = [segment for index in sorted(job.decoded) for segment in job.decoded[index]]
         return Transcript(segments, "zh", None, WordTiming.CROSS_ATTENTION if segments else WordTiming.NONE)
 
     # ------------------------------------------------------------------ character times
@@ -246,20 +241,6 @@ class Belle2Engine:
                     units.append([piece, at, until])
             begun = index + 1
         return [(text, at, until) for text, at, until in units]
-
-    def _convert(self, segment: Segment, script: str) -> Segment:
-        config = OPENCC_CONFIG[ZhScript(script)]
-        if config is None:
-            return segment
-        if config not in self._converters:
-            from opencc import OpenCC
-
-            self._converters[config] = OpenCC(config)
-        convert = self._converters[config].convert
-        for word in segment.words:
-            word.word = convert(word.word)
-        segment.text = convert(segment.text)
-        return segment
 
 
 @dataclass
