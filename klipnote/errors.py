@@ -41,6 +41,10 @@ class InputRejected(KlipnoteError):
     """A file cannot become a job; the message says why and what to do."""
 
 
+class BrokerUnavailable(KlipnoteError):
+    """Redis, the broker of the several-hosts mode, cannot be reached: the spool keeps the jobs meanwhile."""
+
+
 class ClaimLost(KlipnoteError):
     """A worker no longer owns the job it was running (canceled, or its lease expired)."""
 

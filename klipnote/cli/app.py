@@ -49,6 +49,8 @@ DOCS = {
     "retry": "docs/spool.md#a-jobs-life",
     "gc": "docs/deploy.md#backup-and-retention",
     "worker": "docs/workers.md",
+    "dispatch": "docs/broker.md#dispatch-and-reconciling",
+    "flower": "docs/broker.md#flower",
     "workers": "docs/monitoring.md#klipnote-workers",
     "top": "docs/monitoring.md#klipnote-top",
     "metrics": "docs/monitoring.md#klipnote-metrics",

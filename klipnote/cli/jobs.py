@@ -172,6 +172,10 @@ def submit(
     outcomes = submit_paths(
         spool, candidates, request, limits, copy=not no_copy, skip_existing=skip_existing, on_outcome=report
     )
+    if settings.broker:  # several hosts: send the new jobs to Redis, or say that they wait (docs/broker.md)
+        from klipnote.broker.actions import dispatch_after_submit
+
+        dispatch_after_submit(spool, settings)
     rejected = sum(1 for o in outcomes if not o.accepted)
     empty = not outcomes and not allow_empty
     if empty:
@@ -396,12 +400,18 @@ def wait_cmd(
 
 
 def _apply(ctx: typer.Context, ids: list[str], action: str, json_out: bool) -> None:
-    spool = session_of(ctx).spool()
+    session = session_of(ctx)
+    spool = session.spool()
+    change = actions.cancel if action == "cancel" else actions.retry
+    if session.settings.broker:  # several hosts: Redis decides, without the spool's file locks (docs/broker.md)
+        from klipnote.broker.actions import for_action
+
+        change = for_action(session.settings, action)
     changed, code = [], 0
     for text in ids:
         try:
             job_id = spool.resolve(text)
-            changed.append(actions.cancel(spool, job_id) if action == "cancel" else actions.retry(spool, job_id))
+            changed.append(change(spool, job_id))
         except KlipnoteError as exc:
             render.error(str(exc))
             code = max(code, exc.exit_code)
