@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from klipnote import enhance, outputs, routing
+from klipnote import enhance, outputs, routing, zhscript
 from klipnote.decoding import Decoding
 from klipnote.engines import JobOptions
 from klipnote.engines.batching import Finished, Request
@@ -76,6 +76,7 @@ class Context:
     host: str
     default_steps: tuple[enhance.Step, ...]
     split_by: SplitBy
+    zh_script: ZhScript  # for Chinese output of jobs that neither ask for a script nor hint at one
     file_mode: int
     belle2_alive: Callable[[], bool]
     handed_back: threading.Event  # set when the worker gives its jobs back (stopped past its grace period)
@@ -191,6 +192,9 @@ class Attempt:
     def commit(self, transcript: Transcript, batch: dict[str, Any]) -> None:
         assert self.samples is not None and self.options is not None
         self.timings["transcribe"] = time.monotonic() - (self.transcribing_since or self.started)
+        script = zhscript.choose(self.options.zh_script, self.claim.manifest.language, self.context.zh_script,
+                                 transcript.language)
+        zhscript.convert(transcript, script)
         self.progress(Stage.ENHANCING, 0.0)
         mark = time.monotonic()
         cues, report = enhance.for_job(transcript, self.samples, self.claim.manifest.options,
@@ -202,7 +206,7 @@ class Attempt:
         meta = outputs.metadata(self.claim, transcript, report, engine.describe(), worker=self.context.worker_id,
                                 batch={"batch_size": engine.batch_size, **batch}, timings=self.timings,
                                 duration=self.seconds, decoding=self.options.decoding,
-                                notes=self.notes)
+                                notes=self.notes, zh_script=script)
         files = outputs.write(self.claim, transcript, cues, meta, self.context.file_mode)
         problems = outputs.deliver(files, self.claim.manifest)
         for problem in problems:

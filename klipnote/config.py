@@ -260,7 +260,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("diarization_model", _text, defaults.DIARIZATION_MODEL, ("KLIPNOTE_DIARIZATION_MODEL",),
             "pyannote pipeline for --diarize: a hub id or a local folder with its config.yaml"),
     Setting("zh_script", _choice(ZhScript), defaults.ZH_SCRIPT, ("KLIPNOTE_ZH_SCRIPT",),
-            "Chinese characters in belle2 output: simplified, traditional, or original (as the model wrote)"),
+            "Chinese characters of either engine's Chinese output (a job's --zh-script or zh-TW/zh-Hant/zh-HK hint "
+            "wins): simplified, traditional, or original (as the model wrote)"),
     Setting("enable_optimization", parse_bool, defaults.ENABLE_OPTIMIZATION, ("ENABLE_OPTIMIZATION",),
             "run the enhancement pipeline after transcription (vad, refine, split)"),
     Setting("optimizer_engine", _choice(SplitBy), defaults.OPTIMIZER_ENGINE,

@@ -57,7 +57,7 @@ class Lane(str, Enum):
 
 
 class ZhScript(str, Enum):
-    """Chinese characters in belle2 output."""
+    """Chinese characters of a Chinese transcript, from either engine (:mod:`klipnote.zhscript`)."""
 
     SIMPLIFIED = "simplified"
     TRADITIONAL = "traditional"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from klipnote import __version__, review, writers
 from klipnote.fsio import atomic_write_text
-from klipnote.job import Manifest, OutputFormat, output_name
+from klipnote.job import Manifest, OutputFormat, ZhScript, output_name
 
 if TYPE_CHECKING:
     from klipnote.claim import Claim
@@ -28,9 +28,10 @@ DELIVERED_MODE = 0o644
 
 def metadata(claim: Claim, transcript: Transcript, report: StepLog, engine: dict[str, Any], *, worker: str,
              batch: dict[str, Any], timings: dict[str, float], duration: float, decoding: Decoding,
-             notes: list[str]) -> dict[str, Any]:
+             notes: list[str], zh_script: ZhScript) -> dict[str, Any]:
     """The result JSON's ``metadata``: what ran, how, and how long it took (``engine`` is its ``describe()``;
-    ``notes``: what the engine said about the job, such as a prompt cut to what the model takes)."""
+    ``notes``: what the engine said about the job, such as a prompt cut to what the model takes;
+    ``zh_script``: the Chinese script its text was converted to, ``original`` when it was not)."""
     manifest = claim.manifest
     return {
         "job": claim.job_id,
@@ -40,6 +41,7 @@ def metadata(claim: Claim, transcript: Transcript, report: StepLog, engine: dict
         "word_timestamps": transcript.word_timing.value,
         "word_timestamps_note": transcript.word_timing_note,
         "decoding": decoding.describe(),
+        "zh_script": zh_script.value,
         "notes": list(notes),
         "enhancement": report.steps,
         "routing": claim.status.routing,

@@ -29,7 +29,7 @@ from klipnote.claim import Claim, WorkerRef, claim_next
 from klipnote.engines import Engine, batching
 from klipnote.enhance import ALL_STEPS, Step
 from klipnote.errors import KlipnoteError, SpoolFull, summary
-from klipnote.job import Lane, SplitBy
+from klipnote.job import Lane, SplitBy, ZhScript
 from klipnote.registry import Registry, WorkerRecord, WorkerState
 from klipnote.spool import HOSTNAME, Spool
 
@@ -57,6 +57,7 @@ class WorkerOptions:
     details: dict[str, Any] = field(default_factory=dict)
     enhance: tuple[Step, ...] = ALL_STEPS  # steps for jobs that do not choose (ENABLE_OPTIMIZATION)
     split_by: SplitBy = SplitBy.AUTO  # OPTIMIZER_ENGINE
+    zh_script: ZhScript = ZhScript.SIMPLIFIED  # KLIPNOTE_ZH_SCRIPT (defaults.ZH_SCRIPT)
     batch_jobs: int = defaults.BATCH_JOBS  # jobs claimed together into shared batches (1: one at a time)
     batch_audio: float = defaults.BATCH_AUDIO  # stop claiming more once the claimed jobs hold this much audio
 
@@ -231,6 +232,7 @@ class Worker:
     def _context(self, handed_back: threading.Event) -> Context:
         return Context(engine=self.engine, worker_id=self.record.id, pid=self.ref.pid, host=HOSTNAME,
                        default_steps=self.options.enhance, split_by=self.options.split_by,
+                       zh_script=self.options.zh_script,
                        file_mode=self.spool.file_mode,
                        belle2_alive=lambda: Lane.BELLE2.value in self.registry.live_lanes(), handed_back=handed_back)
 

@@ -53,6 +53,10 @@ def run(corpus: Path, env: dict[str, str], tmp_path_factory: pytest.TempPathFact
 
     ids = {name: submit(spool, path, "-f", "vtt", "-f", "txt", "-f", "tsv", env=env) for name, path in inputs.items()}
     ids["diarize"] = submit(spool, corpus / "multitalker-2spk-mix.wav", "--diarize", env=env)
+    # Whisper base writes zh.wav in either script (Traditional when it detects the language); with no belle2
+    # worker alive, auto keeps it here.
+    ids["zh-auto"] = submit(spool, corpus / "zh.wav", env=env)
+    ids["zh-tw"] = submit(spool, corpus / "zh.wav", "--model", "whisperx", "-l", "zh-TW", env=env)
     damage(spool / "jobs" / ids["corrupt"] / "input.wav")
 
     worker = cli(spool, *WHISPERX_WORKER, "--drain", env=env)
@@ -130,6 +134,23 @@ def test_the_requested_formats_are_written(run):
     assert outputs["srt"].startswith("1\n00:00:00,")
     assert outputs["vtt"].startswith("WEBVTT\n\n00:00:00.")
     assert outputs["tsv"].startswith("start\tend\ttext\n")
+
+
+# ---------------------------------------------------------------------- Chinese script
+
+
+@pytest.mark.parametrize(("name", "script"), [("zh-auto", "simplified"), ("zh-tw", "traditional")])
+def test_mandarin_from_the_whisperx_engine_comes_out_in_the_jobs_script(run, name, script):
+    from opencc import OpenCC
+
+    got = result(run, name)
+    assert (got["language"], got["metadata"]["engine"], got["metadata"]["zh_script"]) == ("zh", "whisperx", script)
+    text = got["text"] + "".join(w["word"] for s in got["segments"] for w in s["words"])
+    simplified, traditional = OpenCC("t2s").convert(text), OpenCC("s2t").convert(text)
+    assert simplified != traditional, f"no character tells the scripts apart in {text!r}"
+    assert text == (simplified if script == "simplified" else traditional)
+    for segment in got["segments"]:  # words and text converted alike
+        assert "".join(w["word"] for w in segment["words"]).replace(" ", "") == segment["text"].replace(" ", "")
 
 
 # ---------------------------------------------------------------------- failures

@@ -98,7 +98,8 @@ def submit(
     hotwords: Annotated[Optional[str], typer.Option(
         "--hotwords", metavar='"A, B, C"', help="Words and names to favour, put before the prompt.")] = None,
     zh_script: Annotated[Optional[ZhScript], typer.Option(
-        "--zh-script", help="Chinese characters of belle2 output. Default: the worker's zh_script.")] = None,
+        "--zh-script", help="Chinese characters of Chinese output, either engine (also converts Cantonese, else "
+        "left as written). Default: traditional for -l zh-TW/zh-Hant/zh-HK, else the worker's zh_script.")] = None,
     enhance_steps: Annotated[Optional[str], typer.Option(
         "--enhance", metavar="STEPS", help="Enhancement steps after transcription: any of vad,refine,split, or "
         "none. Default: all when ENABLE_OPTIMIZATION (the worker's setting).")] = None,

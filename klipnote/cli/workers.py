@@ -72,6 +72,6 @@ def worker(
     options = WorkerOptions(lanes=engine.lanes, once=once, drain=drain, max_jobs=max_jobs, idle_exit=idle_exit,
                             grace=grace, device=resolved, details=details,
                             enhance=ALL_STEPS if settings.enable_optimization else (),
-                            split_by=settings.optimizer_engine, batch_jobs=settings.batch_jobs,
-                            batch_audio=settings.batch_audio)
+                            split_by=settings.optimizer_engine, zh_script=settings.zh_script,
+                            batch_jobs=settings.batch_jobs, batch_audio=settings.batch_audio)
     raise typer.Exit(Worker(spool, engine, options, identity, out=ready_line_out).run())

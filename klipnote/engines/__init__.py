@@ -33,7 +33,7 @@ class JobOptions:
 
     language: str | None = None
     diarize: bool = False
-    zh_script: ZhScript | None = None  # belle2 only; None: the worker's default
+    zh_script: ZhScript | None = None  # of Chinese output, either engine (klipnote.zhscript); None: not asked
     decoding: Decoding = field(default_factory=Decoding)  # prompt, hotwords, task, speaker-count hints
 
 
