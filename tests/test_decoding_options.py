@@ -19,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from klipnote.decoding import Decoding, Speakers
+from klipnote.engines import prompts
 from klipnote.job import Task
 
 from .support.privileges import unprivileged
@@ -180,3 +181,42 @@ def test_the_result_describes_the_prompt_by_its_digest():
         "hotwords": "Polaroid",
         "speakers": {"min_speakers": 2},
     }
+
+
+# ---------------------------------------------------------------------- the prompt the model reads
+
+START_OF_PREV = 50361
+MAX_LENGTH = 448  # Whisper's decoder positions: 223 tokens of prompt at most
+
+
+def by_word(text: str) -> list[int]:
+    """A tokenizer of one token per word (its length), enough to count what is kept and in which order."""
+    return [len(word) for word in text.split()]
+
+
+def test_no_prompt_and_no_hotwords_put_nothing_before_the_speech():
+    assert prompts.build(Decoding(Task.TRANSLATE), by_word, START_OF_PREV, MAX_LENGTH) == prompts.Prompt()
+
+
+def test_hotwords_come_before_the_prompt_after_start_of_previous_text():
+    built = prompts.build(Decoding(prompt="ccc dddd", hotwords="a, bb"), by_word, START_OF_PREV, MAX_LENGTH)
+    assert built == prompts.Prompt((START_OF_PREV, 2, 2, 3, 4))
+
+
+@given(hot=st.integers(0, 400), text=st.integers(0, 400))
+def test_a_long_prompt_keeps_the_hotwords_then_the_end_of_the_prompt(hot, text):
+    decoding = Decoding(prompt=" ".join(["x" * 3] * text) + " end" if text else None,
+                        hotwords=" ".join(["y"] * hot) if hot else None)
+    built = prompts.build(decoding, by_word, START_OF_PREV, MAX_LENGTH)
+    asked = hot + (text + 1 if text else 0)
+    if not asked:
+        assert built == prompts.Prompt()
+        return
+    assert built.tokens[0] == START_OF_PREV and len(built.tokens) - 1 == min(asked, 223)
+    assert built.tokens[1:1 + min(hot, 223)] == (1,) * min(hot, 223)
+    if text and hot < 222:
+        assert built.tokens[-1] == 3  # "end", the prompt's last word, nearest the speech
+    assert (built.note is None) == (asked <= 223)
+    if built.note:
+        assert built.note.startswith(f"{'hotwords and prompt' if hot and text else 'hotwords' if hot else 'prompt'} "
+                                     f"cut to 223 of {asked} tokens")

@@ -7,6 +7,12 @@ serves all three: the language of jobs that gave none (``detect_language``), the
 as whisperx decodes: no timestamps, one segment per cut) and, where no wav2vec2 alignment model is
 available, the words' times from Whisper's alignment heads (``align``, batched).
 
+Each window is decoded from its own job's prompt (CTranslate2's ``generate`` takes one per batch
+item), so jobs with different languages, tasks (transcribe, translate) and prompts share batches and
+their encoder pass. ``generate`` needs ``<|startoftranscript|>`` at the same position in every item,
+so it runs once per prompt length: jobs without a prompt, whatever their language and task, decode
+together, and a prompted job's windows decode beside them from the same encoder output.
+
 whisperx keeps what it is for: its pyannote VAD cuts, wav2vec2 alignment (``whisperx.align``) when
 an alignment model for the language can be loaded, and diarization. Those libraries are imported
 when a job first needs them, so a cron-started worker does not pay for them up front.
@@ -26,10 +32,12 @@ import numpy as np
 from klipnote import cjk, modelstore, offline_models
 from klipnote.audio import SAMPLE_RATE
 from klipnote.config import ComputeType, Settings
+from klipnote.decoding import Speakers
+from klipnote.engines import prompts
 from klipnote.engines.batching import Job, Window
 from klipnote.envcheck import version_of
 from klipnote.errors import KlipnoteError, summary
-from klipnote.job import Lane, Stage
+from klipnote.job import Lane, Stage, Task
 from klipnote.routing import is_mandarin, normalise_language
 from klipnote.transcript import Segment, Transcript, Word, WordTiming
 from klipnote.windows import MAX_WINDOW, Span
@@ -75,7 +83,7 @@ class WhisperXEngine:
         self.model_path: str | None = None
         self._whisper: Any = None  # faster_whisper.WhisperModel
         self._vad: Any = None
-        self._tokenizers: dict[str, Any] = {}
+        self._tokenizers: dict[tuple[str, Task], Any] = {}  # (language, task) -> faster-whisper Tokenizer
         self._aligners: dict[str, Any] = {}  # language -> (model, metadata), or the reason it failed
         self._diarizer: Any = None
 
@@ -124,7 +132,18 @@ class WhisperXEngine:
     # ------------------------------------------------------------------ the three steps of batching.run
 
     def plan(self, job: Job) -> list[Span]:
-        """The job's language if it gave one (English for an English-only model), and its pyannote cuts."""
+        """The job's language if it gave one (English for an English-only model), its prompt, and its
+        pyannote cuts."""
+        decoding = job.request.options.decoding
+        if decoding.task is Task.TRANSLATE and not self.multilingual:
+            raise KlipnoteError(f"Whisper model {self.model_name} is English-only and cannot translate: set "
+                                "whisper_model to a multilingual model, or submit with --task transcribe")
+        hf = self._whisper.hf_tokenizer
+        prompt = prompts.build(decoding, lambda text: hf.encode(text, add_special_tokens=False).ids,
+                               hf.token_to_id("<|startofprev|>"), self._whisper.max_length)
+        if prompt.note and job.request.note is not None:
+            job.request.note(prompt.note)
+        job.state["prompt"] = list(prompt.tokens)
         hint = job.request.options.language
         if hint:
             job.language = whisper_language(hint)
@@ -170,7 +189,7 @@ class WhisperXEngine:
         transcript = Transcript(segments, language, job.probability, timing, note)
         if job.request.options.diarize:
             job.report(Stage.ENHANCING, 0.0)
-            self._diarize(job.request.audio, transcript)
+            self._diarize(job.request.audio, transcript, job.request.options.decoding.speakers)
         return transcript
 
     # ------------------------------------------------------------------ one encoder output, three uses
@@ -201,25 +220,35 @@ class WhisperXEngine:
                 job.decide_language(language, probability)
 
     def _generate(self, batch: list[Window], encoded: Any) -> list[str]:
-        """Beam search from each window's own prompt (its job's language): one batch, several languages."""
+        """Beam search from each window's own prompt (its job's prompt, language and task), one ``generate``
+        call per prompt length (where ``<|startoftranscript|>`` sits) over those rows of the encoder output."""
         whisper = self._whisper
-        prompts = [whisper.get_prompt(self._tokenizer(window.job.language or "en"), [], without_timestamps=True)
-                   for window in batch]
-        results = whisper.model.generate(encoded, prompts, beam_size=BEAM_SIZE, max_length=whisper.max_length,
-                                         suppress_blank=True, suppress_tokens=[-1])
+        starts = [[*window.job.state["prompt"], *whisper.get_prompt(self._tokenizer_of(window.job), [],
+                                                                      without_timestamps=True)]
+                  for window in batch]
+        by_length: dict[int, list[int]] = {}
+        for i, window in enumerate(batch):
+            by_length.setdefault(len(window.job.state["prompt"]), []).append(i)
         eot = whisper.hf_tokenizer.token_to_id("<|endoftext|>")
-        return whisper.hf_tokenizer.decode_batch([[t for t in r.sequences_ids[0] if t < eot] for r in results])
+        tokens: dict[int, list[int]] = {}
+        for rows in by_length.values():
+            with _rows(encoded, rows) as subset:
+                results = whisper.model.generate(subset, [starts[i] for i in rows], beam_size=BEAM_SIZE,
+                                                 max_length=whisper.max_length, suppress_blank=True,
+                                                 suppress_tokens=[-1])
+            tokens.update((i, [t for t in r.sequences_ids[0] if t < eot]) for i, r in zip(rows, results, strict=True))
+        return whisper.hf_tokenizer.decode_batch([tokens[i] for i in range(len(batch))])
 
     def _align(self, batch: list[Window], encoded: Any, texts: list[str], rows: list[int]) -> dict[int, list[dict]]:
-        """Word times from the alignment heads for windows ``rows``, one ``align`` call per language."""
+        """Word times from the alignment heads for windows ``rows``, one ``align`` call per language and task."""
         from faster_whisper.transcribe import merge_punctuations
 
-        by_language: dict[str, list[int]] = {}
+        by_tokenizer: dict[int, list[int]] = {}
         for i in rows:
-            by_language.setdefault(batch[i].job.language or "en", []).append(i)
+            by_tokenizer.setdefault(id(self._tokenizer_of(batch[i].job)), []).append(i)
         words: dict[int, list[dict]] = {}
-        for language, group in by_language.items():
-            tokenizer = self._tokenizer(language)
+        for group in by_tokenizer.values():
+            tokenizer = self._tokenizer_of(batch[group[0]].job)
             tokens = [tokenizer.encode(" " + texts[i].strip()) for i in group]
             frames = [min(_samples(batch[i]) // HOP_LENGTH, WINDOW_SAMPLES // HOP_LENGTH) for i in group]
             with _rows(encoded, group) as subset:
@@ -241,13 +270,19 @@ class WhisperXEngine:
             retimed.extend((w.span, Decoded(texts[first + i], words[i])) for i, w in enumerate(part))
         return retimed
 
-    def _tokenizer(self, language: str) -> Any:
-        if language not in self._tokenizers:
+    def _tokenizer(self, language: str, task: Task = Task.TRANSCRIBE) -> Any:
+        """The tokenizer of one language and task, made once per pair."""
+        if (language, task) not in self._tokenizers:
             from faster_whisper.tokenizer import Tokenizer
 
-            self._tokenizers[language] = Tokenizer(self._whisper.hf_tokenizer, self.multilingual, task="transcribe",
-                                                   language=language if self.multilingual else None)
-        return self._tokenizers[language]
+            self._tokenizers[language, task] = Tokenizer(self._whisper.hf_tokenizer, self.multilingual,
+                                                         task=task.value,
+                                                         language=language if self.multilingual else None)
+        return self._tokenizers[language, task]
+
+    def _tokenizer_of(self, job: Job) -> Any:
+        """The tokenizer of the job's language (English until heard) and task."""
+        return self._tokenizer(job.language or "en", job.request.options.decoding.task)
 
     # ------------------------------------------------------------------ wav2vec2 alignment
 
@@ -255,6 +290,8 @@ class WhisperXEngine:
         """A loaded alignment model for the job's language, or why there is none (cached either way)."""
         if self.align_model == "off":
             return "alignment is off (align_model)"
+        if job.request.options.decoding.task is Task.TRANSLATE:
+            return "the text is a translation, not what was said"
         language = job.language or "en"
         if language not in self._aligners:
             import whisperx
@@ -284,7 +321,8 @@ class WhisperXEngine:
 
     # ------------------------------------------------------------------ speakers
 
-    def _diarize(self, audio: np.ndarray, transcript: Transcript) -> None:
+    def _diarize(self, audio: np.ndarray, transcript: Transcript, speakers: Speakers) -> None:
+        """Label the transcript's words by speaker; ``speakers``: the job's hints on how many there are."""
         import whisperx
         from whisperx.diarize import DiarizationPipeline
 
@@ -302,7 +340,7 @@ class WhisperXEngine:
                     f"no diarization model is reachable: {self.diarization_model} ({type(exc).__name__}); set HF_TOKEN "
                     "for a gated hub model, or diarization_model to a local pipeline folder, or submit without "
                     "--diarize") from exc
-        turns = self._diarizer(audio)
+        turns = self._diarizer(audio, **speakers.pipeline_arguments())
         assigned = whisperx.assign_word_speakers(turns, {"segments": [_segment_to_whisperx(s)
                                                                       for s in transcript.segments]})
         transcript.segments = [piece for item in assigned["segments"]

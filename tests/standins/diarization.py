@@ -18,6 +18,9 @@ to import ``tests.standins`` (the repository root on ``PYTHONPATH``).
 
 What it does: the turns of :func:`tests.standins.halves.turns`, whatever the speaker-count hints.
 It returns pyannote's own :class:`DiarizeOutput` (no embeddings, as whisperx does not ask for them).
+With ``HALVES_HINTS_LOG`` set to a file, it appends to it, one JSON line per call, the speaker-count
+hints pyannote handed it (``num_speakers``, ``min_speakers``, ``max_speakers``), so that a test sees
+``submit --speakers`` arrive.
 
 What it does not verify: how accurate a real pyannote model is (segmentation, speaker embeddings,
 clustering, overlapped speech), loading its weights, gated-model tokens, or speed on a real device.
@@ -25,13 +28,15 @@ clustering, overlapped speech), loading its weights, gated-model tokens, or spee
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
 
 from pyannote.audio import Audio, Pipeline
 from pyannote.audio.pipelines.speaker_diarization import DiarizeOutput
 from pyannote.core import Annotation, Segment
 
-from .halves import SPEAKERS, turns
+from .halves import HINTS_LOG, SPEAKERS, turns
 
 
 class HalvesDiarization(Pipeline):
@@ -49,6 +54,10 @@ class HalvesDiarization(Pipeline):
 
     def apply(self, file: dict, num_speakers: int | None = None, min_speakers: int | None = None,
               max_speakers: int | None = None, hook: Any = None) -> DiarizeOutput:
+        if os.environ.get(HINTS_LOG):
+            with open(os.environ[HINTS_LOG], "a", encoding="utf-8") as log:
+                log.write(json.dumps({"num_speakers": num_speakers, "min_speakers": min_speakers,
+                                      "max_speakers": max_speakers}) + "\n")
         annotation = Annotation(uri=file.get("uri"))
         for start, end, speaker in turns(Audio().get_duration(file)):
             annotation[Segment(start, end)] = speaker

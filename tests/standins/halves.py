@@ -11,6 +11,8 @@ from pathlib import Path
 #: A local pyannote pipeline folder (its ``config.yaml``) for ``KLIPNOTE_DIARIZATION_MODEL``.
 PIPELINE_FOLDER = Path(__file__).resolve().parent / "halves-pipeline"
 SPEAKERS = ("SPEAKER_00", "SPEAKER_01")
+#: The environment variable naming the file where the stand-in logs the speaker-count hints it got.
+HINTS_LOG = "HALVES_HINTS_LOG"
 
 
 def turns(duration: float) -> list[tuple[float, float, str]]:
