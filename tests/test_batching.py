@@ -174,3 +174,31 @@ def test_every_request_ends_once_and_every_window_of_a_live_job_is_decoded_once_
 def finished_by_request(finished, requests):
     by_id = {id(f.request): f for f in finished}
     return [by_id[id(r)] for r in requests]
+
+
+class Grouping(Recorder):
+    """An engine whose model takes one prompt per batch: a job's language hint stands for its prompt."""
+
+    def plan(self, job: Job) -> list[Span]:
+        job.group = job.request.options.language
+        return super().plan(job)
+
+
+def test_jobs_of_different_groups_never_share_a_batch():
+    engine = Grouping(batch_size=4)
+    finished = list(run(engine, [request(1, "a"), request(2, "b"), request(2, "a"), request(5, "b")]))
+    assert engine.batches == [[(0, 0), (2, 0), (2, 1)], [(1, 0), (1, 1), (3, 0), (3, 1)], [(3, 2), (3, 3), (3, 4)]]
+    assert [f.transcript.text for f in finished] == ["0:0", "2:0 2:1", "1:0 1:1", "3:0 3:1 3:2 3:3 3:4"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(jobs=st.lists(st.tuples(st.integers(1, 5), st.sampled_from("abc")), min_size=1, max_size=6),
+       size=st.integers(1, 6))
+def test_every_window_is_decoded_once_in_a_batch_of_one_group(jobs, size):
+    engine = Grouping(batch_size=size)
+    finished = list(run(engine, [request(windows, group) for windows, group in jobs]))
+    assert len(finished) == len(jobs)
+    decoded = [item for batch in engine.batches for item in batch]
+    assert sorted(decoded) == [(job, index) for job, (windows, _) in enumerate(jobs) for index in range(windows)]
+    assert all(len({jobs[job][1] for job, _ in batch}) == 1 and len(batch) <= size for batch in engine.batches)
+    assert all(decoded.index((job, i)) < decoded.index((job, i + 1)) for job, i in decoded if (job, i + 1) in decoded)

@@ -10,12 +10,17 @@ finished (yielded) as soon as its own windows are done, so it commits while the 
 An engine plugs in three steps (:class:`WindowedEngine`): ``plan`` cuts one file into windows,
 ``decode_batch`` runs one batch of windows from any jobs, ``assemble`` turns a job's decoded windows
 into its transcript. :func:`run` does the ordering, batching, out-of-memory halving and bookkeeping.
+
+An engine whose model takes one prompt for a whole batch (transformers' Whisper ``generate`` takes
+one ``prompt_ids``) sets each job's ``group`` in ``plan``: windows of different groups never share a
+batch. A batch takes the first waiting window's group and then that group's windows in order; the
+others wait for a later batch, so a lone prompted job still fills its batches with its own windows.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -73,6 +78,7 @@ class Job:
     error: BaseException | None = None
     handed_off: bool = False
     state: dict[str, Any] = field(default_factory=dict)  # whatever else an engine keeps per job
+    group: Hashable = None  # windows of jobs whose groups differ never share a batch (set by ``plan``)
 
     @property
     def alive(self) -> bool:
@@ -153,9 +159,8 @@ def run(engine: WindowedEngine, requests: Sequence[Request]) -> Iterator[Finishe
         if not job.alive or job.complete:
             yield _finish(engine, job)
     queue = [Window(job, index) for job in jobs if job.alive for index in range(len(job.windows))]
-    position = 0
     while True:
-        batch, consumed = _next_batch(queue, position, engine.batch_size)
+        batch = _next_batch(queue, engine.batch_size)
         if not batch:
             return
         try:
@@ -165,7 +170,8 @@ def run(engine: WindowedEngine, requests: Sequence[Request]) -> Iterator[Finishe
                 raise
             _shrink(engine, exc, batch)
             continue
-        position = consumed
+        decoded = {id(window) for window in batch}
+        queue = [window for window in queue if id(window) not in decoded and window.job.alive]
         touched: dict[int, Job] = {}
         for window, result in zip(batch, results, strict=True):
             if window.job.alive:
@@ -187,14 +193,15 @@ def transcribe(engine: WindowedEngine, audio: np.ndarray, options: JobOptions, p
     return finished.transcript
 
 
-def _next_batch(queue: list[Window], position: int, size: int) -> tuple[list[Window], int]:
-    """Up to ``size`` windows of live jobs from ``position`` on, and where the next batch starts."""
+def _next_batch(queue: list[Window], size: int) -> list[Window]:
+    """Up to ``size`` waiting windows of live jobs, in order, all of the first one's group."""
     batch: list[Window] = []
-    while position < len(queue) and len(batch) < size:
-        if queue[position].job.alive:
-            batch.append(queue[position])
-        position += 1
-    return batch, position
+    for window in queue:
+        if window.job.alive and (not batch or window.job.group == batch[0].job.group):
+            batch.append(window)
+            if len(batch) == size:
+                break
+    return batch
 
 
 def _finish(engine: WindowedEngine, job: Job) -> Finished:
