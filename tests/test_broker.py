@@ -3,41 +3,13 @@ each in its own scratch folder (as hosts would be), the real CLI; only the model
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-from pathlib import Path
-
-import pytest
 
 from klipnote.spool import Spool
 
-from .support.rediskit import RedisServer, broker_env, start_broker_worker, stop
-from .support.spoolkit import job_log
+from .support.rediskit import broker_env, cli, commits, redis_server, start_broker_worker, stop, submit
 
-
-@pytest.fixture
-def redis_server(tmp_path: Path):
-    server = RedisServer(tmp_path / "redis").start()
-    yield server
-    server.kill()
-
-
-def cli(spool_dir: Path, env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "klipnote", "--spool", str(spool_dir), *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, check=False)
-
-
-def submit(spool_dir: Path, env: dict[str, str], source: Path, count: int, *extra: str) -> list[str]:
-    done = cli(spool_dir, env, "submit", "--json", *extra, *[str(source)] * count)
-    assert done.returncode == 0, done.stderr
-    return [item["id"] for item in json.loads(done.stdout)]
-
-
-def commits(spool: Spool, job_id: str) -> int:
-    """How many attempts of the job committed (each commit logs ``done in``)."""
-    return sum(1 for line in job_log(spool, job_id) if ": done in " in line)
+__all__ = ["redis_server"]  # the fixture
 
 
 def test_jobs_submitted_with_a_broker_run_once_each_on_celery_workers(redis_server, spool_dir, media, tmp_path):

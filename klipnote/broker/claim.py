@@ -113,7 +113,14 @@ def _promote(staging: Path, job_dir: Path) -> None:
     for name in names:
         os.replace(staging / name, job_dir / name)
     fsync_dir(job_dir)
-    shutil.rmtree(staging, ignore_errors=True)
+    clear_staging(job_dir)
+
+
+def clear_staging(job_dir: Path) -> None:
+    """Remove what earlier attempts staged: once a job has ended, none of them can commit (a worker killed with
+    ``kill -9`` cannot clean up after itself; one frozen past its lease fails on its next write)."""
+    for staging in job_dir.glob(".attempt-*"):
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class BrokerClaim(Claim):
@@ -247,6 +254,7 @@ class BrokerClaim(Claim):
                 self.status.state, self.status.message, self.status.error = JobState.FAILED, error, error
                 self.status.finished_at = now()
                 self.spool.write_status(self.status)
+                clear_staging(self.job_dir)
                 return self.status
         finally:
             self.close()

@@ -7,6 +7,8 @@ folder (its cwd and TMPDIR), as it would on its own host; only the spool is shar
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import signal
@@ -14,11 +16,19 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
+from klipnote.errors import KlipnoteError
+from klipnote.job import JobState
+from klipnote.spool import Spool
+
 from ..conftest import REPO
+
+T = TypeVar("T")
 
 BROKER_WORKER = Path(__file__).with_name("fake_broker_worker.py")
 #: Short leases so that fault tests run in seconds: a frozen or dead worker's job moves on within ~3 s.
@@ -77,6 +87,27 @@ class RedisServer:
         self.proc = None
 
 
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh redis-server for one test, killed after it."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.kill()
+
+
+def cli(spool_dir: Path, env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``klipnote --spool SPOOL ARGS...`` in its own process, output captured."""
+    return subprocess.run([sys.executable, "-m", "klipnote", "--spool", str(spool_dir), *args], capture_output=True,
+                          text=True, env=env, timeout=timeout, check=False)
+
+
+def submit(spool_dir: Path, env: dict[str, str], source: Path, count: int, *extra: str) -> list[str]:
+    """Submit ``source`` ``count`` times with the real CLI; the job ids."""
+    done = cli(spool_dir, env, "submit", "--json", *extra, *[str(source)] * count)
+    assert done.returncode == 0, done.stderr
+    return [item["id"] for item in json.loads(done.stdout)]
+
+
 def broker_env(server: RedisServer, home: Path, **extra: str) -> dict[str, str]:
     """The environment of klipnote commands and workers in broker mode (offline, their own config)."""
     pythonpath = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
@@ -117,3 +148,32 @@ def stop(*procs: subprocess.Popen) -> None:
 def with_signal(proc: subprocess.Popen, sig: int) -> None:
     if proc.poll() is None:
         proc.send_signal(sig)
+
+
+def wait_until(check: Callable[[], T], what: str, timeout: float = 60.0) -> T:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"{what}: not after {timeout:.0f} s")
+
+
+def running_on(spool: Spool, job_ids: Iterable[str]) -> dict[str, str]:
+    """The jobs now running, by the id of the worker running them."""
+    found = {}
+    for job_id in job_ids:
+        with contextlib.suppress(KlipnoteError):
+            status = spool.load_status(job_id)
+            if status.state is JobState.RUNNING and status.worker:
+                found[status.worker["id"]] = job_id
+    return found
+
+
+def commits(spool: Spool, job_id: str) -> int:
+    """How many attempts of the job committed (each commit logs ``done in`` in the job's own log)."""
+    path = spool.job_dir(job_id) / "worker.log"
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    return sum(1 for line in lines if ": done in " in line)
