@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -403,7 +404,7 @@ def wait_cmd(
 def _apply(ctx: typer.Context, ids: list[str], action: str, json_out: bool) -> None:
     session = session_of(ctx)
     spool = session.spool()
-    change = actions.cancel if action == "cancel" else actions.retry
+    change: Callable[[Spool, str], Status] = actions.cancel if action == "cancel" else actions.retry
     if session.settings.broker:  # several hosts: Redis decides, without the spool's file locks (docs/broker.md)
         from klipnote.broker.actions import for_action
 

@@ -74,4 +74,8 @@ def worker(
                             enhance=ALL_STEPS if settings.enable_optimization else (),
                             split_by=settings.optimizer_engine, zh_script=settings.zh_script,
                             batch_jobs=settings.batch_jobs, batch_audio=settings.batch_audio)
+    if settings.broker:  # several hosts: a Celery worker on its lanes' queues (docs/broker.md)
+        from klipnote.broker.worker import BrokerWorker
+
+        raise typer.Exit(BrokerWorker(spool, engine, options, identity, settings, out=ready_line_out).run())
     raise typer.Exit(Worker(spool, engine, options, identity, out=ready_line_out).run())
