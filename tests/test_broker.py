@@ -31,3 +31,41 @@ def test_jobs_submitted_with_a_broker_run_once_each_on_celery_workers(redis_serv
     assert spool.queue_lengths() == {"auto": 0, "whisperx": 0, "belle2": 0}
     assert "ready" in (tmp_path / "hosts" / "w0" / "worker.log").read_text() or True
     assert os.listdir(spool.claimed) == []
+
+
+def test_auto_routing_hands_a_mandarin_job_to_the_belle2_queue(redis_server, spool_dir, media, tmp_path):
+    env = broker_env(redis_server, tmp_path / "home", FAKE_WORK="0.1", FAKE_LANGUAGE="zh")
+    workers = [start_broker_worker(spool_dir, "wx", tmp_path / "hosts", env),
+               start_broker_worker(spool_dir, "b2", tmp_path / "hosts", env, "--lanes", "belle2")]
+    try:
+        ids = submit(spool_dir, env, media["wav"], 2)  # no language hint: auto, heard by the whisperx worker
+        waited = cli(spool_dir, env, "wait", "--timeout", "90", *ids)
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+    finally:
+        stop(*workers)
+    spool = Spool(spool_dir).open()
+    for job_id in ids:
+        status = spool.load_status(job_id)
+        assert (status.lane.value, status.routing["decided"]) == ("belle2", "belle2")
+        assert status.worker is not None and status.worker["id"] == "b2"
+        assert status.attempt == 1  # routing uses no attempt
+        assert commits(spool, job_id) == 1
+    celery_log = (tmp_path / "hosts" / "b2" / "worker.log").read_text()
+    assert celery_log.count("Task klipnote.transcribe[") >= 2
+
+
+def test_retry_in_broker_mode_queues_a_canceled_job_again_and_it_runs(redis_server, spool_dir, media, tmp_path):
+    env = broker_env(redis_server, tmp_path / "home", FAKE_WORK="0.1")
+    (job_id,) = submit(spool_dir, env, media["wav"], 1)
+    assert cli(spool_dir, env, "cancel", job_id).returncode == 0  # before any worker: canceled while queued
+    spool = Spool(spool_dir).open()
+    assert spool.load_status(job_id).state.value == "canceled"
+    worker = start_broker_worker(spool_dir, "w0", tmp_path / "hosts", env)
+    try:
+        again = cli(spool_dir, env, "retry", job_id)
+        assert again.returncode == 0, again.stderr
+        waited = cli(spool_dir, env, "wait", "--timeout", "60", job_id)
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+    finally:
+        stop(worker)
+    assert commits(spool, job_id) == 1

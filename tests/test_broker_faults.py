@@ -245,3 +245,27 @@ def test_two_hundred_jobs_over_three_workers_each_done_exactly_once(redis_server
         by_worker[holder.get("id")] = by_worker.get(holder.get("id"), 0) + 1
     print(f"200 jobs over 3 broker workers: {seconds:.1f} s, by worker {by_worker}")
     assert len(by_worker) == 3
+
+
+@pytest.mark.slow
+def test_attempts_are_counted_across_hosts_and_capped(redis_server, spool_dir, media, tmp_path):
+    env = broker_env(redis_server, tmp_path / "home", FAKE_WORK="60", KLIPNOTE_MAX_ATTEMPTS="2")
+    spool = Spool(spool_dir).open()
+    (job_id,) = submit(spool_dir, env, media["wav"], 1)
+    worker = None
+    try:
+        for attempt in (1, 2):
+            worker = start_broker_worker(spool_dir, f"w{attempt}", tmp_path / "hosts", env)
+            wait_until(lambda: running_on(spool, [job_id]).get(f"w{attempt}"), f"attempt {attempt} running")  # noqa: B023
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+        worker = start_broker_worker(spool_dir, "w3", tmp_path / "hosts", env)
+        wait_until(lambda: spool.load_status(job_id).state is JobState.FAILED, "the job failed after its last attempt",
+                   30)
+    finally:
+        if worker is not None:
+            stop(worker)
+    failed = spool.load_status(job_id)
+    assert failed.attempt == 2
+    assert failed.error is not None and failed.error.startswith("gave up after 2 attempts")
+    assert commits(spool, job_id) == 0
