@@ -4,14 +4,11 @@ Only the model is the fast fake engine. The numbers these runs showed are in doc
 
 from __future__ import annotations
 
-import base64
 import json
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,6 +22,8 @@ from .support.rediskit import (
     cli,
     commits,
     free_port,
+    get,
+    listed_workers,
     redis_server,
     running_on,
     start_broker_worker,
@@ -171,24 +170,6 @@ def test_cancel_reaches_a_running_job_on_another_worker(redis_server, spool_dir,
     assert spool.load_status(job_id).state is JobState.CANCELED
     assert not (spool.job_dir(job_id) / "transcript.srt").exists()
     assert not list(spool.job_dir(job_id).glob(".attempt-*"))
-
-
-def listed_workers(url: str, auth: str) -> dict | None:
-    status, body = get(url, auth)
-    return json.loads(body) if status == 200 and body else None
-
-
-def get(url: str, auth: str | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if auth:
-        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, b""
-    except OSError:
-        return 0, b""
 
 
 @pytest.mark.slow

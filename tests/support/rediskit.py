@@ -7,6 +7,7 @@ folder (its cwd and TMPDIR), as it would on its own host; only the spool is shar
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -16,6 +17,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -177,3 +180,23 @@ def commits(spool: Spool, job_id: str) -> int:
     path = spool.job_dir(job_id) / "worker.log"
     lines = path.read_text(errors="replace").splitlines() if path.exists() else []
     return sum(1 for line in lines if ": done in " in line)
+
+
+def listed_workers(url: str, auth: str) -> dict | None:
+    """Flower's ``/api/workers`` answer, or None while it does not answer 200 with workers."""
+    status, body = get(url, auth)
+    return json.loads(body) if status == 200 and body else None
+
+
+def get(url: str, auth: str | None = None) -> tuple[int, bytes]:
+    """HTTP status and body of a GET (basic ``auth`` as USER:PASSWORD); status 0 when nothing answers."""
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+    except OSError:
+        return 0, b""
