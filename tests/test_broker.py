@@ -7,7 +7,7 @@ import os
 
 from klipnote.spool import Spool
 
-from .support.rediskit import broker_env, cli, commits, redis_server, start_broker_worker, stop, submit
+from .support.rediskit import RedisServer, broker_env, cli, commits, redis_server, start_broker_worker, stop, submit
 
 __all__ = ["redis_server"]  # the fixture
 
@@ -69,3 +69,26 @@ def test_retry_in_broker_mode_queues_a_canceled_job_again_and_it_runs(redis_serv
     finally:
         stop(worker)
     assert commits(spool, job_id) == 1
+
+
+def test_a_rediss_url_with_a_password_runs_jobs_over_tls_and_checks_the_servers_certificate(spool_dir, media,
+                                                                                              tmp_path):
+    server = RedisServer(tmp_path / "redis", password="tls-Pa55", tls=True).start()
+    try:
+        env = broker_env(server, tmp_path / "home", FAKE_WORK="0.1")
+        untrusted = {**env, "KLIPNOTE_BROKER": server.url.partition("?")[0]}  # the system's CAs do not know ours
+        ids = submit(spool_dir, untrusted, media["wav"], 1)  # recorded, dispatch pending
+        refused = cli(spool_dir, untrusted, "dispatch")
+        assert refused.returncode == 1 and "certificate verify failed" in refused.stderr
+        assert "tls-Pa55" not in refused.stderr
+        worker = start_broker_worker(spool_dir, "w0", tmp_path / "hosts", env)
+        try:
+            ids += submit(spool_dir, env, media["wav"], 1)
+            waited = cli(spool_dir, env, "wait", "--timeout", "60", *ids)
+            assert waited.returncode == 0, waited.stdout + waited.stderr
+        finally:
+            stop(worker)
+    finally:
+        server.kill()
+    spool = Spool(spool_dir).open()
+    assert all(commits(spool, job_id) == 1 for job_id in ids)

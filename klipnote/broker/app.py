@@ -15,7 +15,6 @@ Why each setting (docs/broker.md has the longer story):
 
 from __future__ import annotations
 
-import ssl
 from typing import TYPE_CHECKING
 
 from klipnote import defaults
@@ -40,13 +39,21 @@ def queues(lanes: tuple[Lane, ...]) -> list[str]:
     return [lane.value for lane in lanes]
 
 
+def connection_url(url: str) -> str:
+    """The broker URL as Celery and redis-py get it: a ``rediss://`` URL that does not say how to check the
+    server's certificate asks for it to be checked (``ssl_cert_reqs=required``); Celery refuses one that
+    does not say, and checking is the only safe default."""
+    if not url.lower().startswith("rediss://") or "ssl_cert_reqs=" in url:
+        return url
+    return url + ("&" if "?" in url else "?") + "ssl_cert_reqs=required"
+
+
 def create(settings: Settings) -> Celery:
     """The Celery app for ``settings.broker`` (Celery is imported here: only broker mode pays for it)."""
     from celery import Celery
 
-    url = settings.broker
-    assert url is not None
-    app = Celery("klipnote", broker=url, set_as_current=False)
+    assert settings.broker is not None
+    app = Celery("klipnote", broker=connection_url(settings.broker), set_as_current=False)
     transport = {"visibility_timeout": visibility_timeout(settings)}
     app.conf.update(
         task_serializer="json",
@@ -71,6 +78,4 @@ def create(settings: Settings) -> Celery:
         worker_redirect_stdouts=False,
         worker_enable_remote_control=True,  # Flower's /api/workers asks the workers over it
     )
-    if url.lower().startswith("rediss://") and "ssl_cert_reqs" not in url:
-        app.conf.broker_use_ssl = {"ssl_cert_reqs": ssl.CERT_REQUIRED}  # verify the server, as redis-py does
     return app

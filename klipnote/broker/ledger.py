@@ -158,8 +158,10 @@ class Ledger:
     def connect(cls, url: str, timeout: float = defaults.BROKER_CONNECT_TIMEOUT) -> Ledger:
         import redis
 
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=max(timeout, 5.0),
-                                      decode_responses=True, health_check_interval=30)
+        from klipnote.broker.app import connection_url
+
+        client = redis.Redis.from_url(connection_url(url), socket_connect_timeout=timeout,
+                                      socket_timeout=max(timeout, 5.0), decode_responses=True, health_check_interval=30)
         return cls(client, url)
 
     @contextlib.contextmanager

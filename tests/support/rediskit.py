@@ -54,16 +54,22 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process; :meth:`kill` and :meth:`start` again keep its port (and lose its data)."""
 
-    def __init__(self, folder: Path, password: str | None = None) -> None:
+    def __init__(self, folder: Path, password: str | None = None, *, tls: bool = False) -> None:
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.password = password
+        self.tls = tls
         self.proc: subprocess.Popen | None = None
+        if tls:
+            make_certificates(folder)
 
     @property
     def url(self) -> str:
+        """The URL a client uses; with TLS it trusts the test's own CA (``ssl_ca_certs``)."""
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.folder / 'ca.crt'}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
@@ -71,6 +77,11 @@ class RedisServer:
                 "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.tls:
+            args[args.index("--port") + 1] = "0"
+            args += ["--tls-port", str(self.port), "--tls-cert-file", str(self.folder / "redis.crt"),
+                     "--tls-key-file", str(self.folder / "redis.key"), "--tls-ca-cert-file",
+                     str(self.folder / "ca.crt"), "--tls-auth-clients", "no"]
         with open(self.folder / "redis.log", "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
@@ -109,6 +120,23 @@ def submit(spool_dir: Path, env: dict[str, str], source: Path, count: int, *extr
     done = cli(spool_dir, env, "submit", "--json", *extra, *[str(source)] * count)
     assert done.returncode == 0, done.stderr
     return [item["id"] for item in json.loads(done.stdout)]
+
+
+def make_certificates(folder: Path) -> None:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it, made with the openssl command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not installed")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+            "-subj", "/CN=klipnote test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "redis.key", "-out", "redis.csr", "-subj",
+            "/CN=127.0.0.1")
+    (folder / "san.cnf").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "redis.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+            "redis.crt", "-days", "2", "-extfile", "san.cnf")
 
 
 def broker_env(server: RedisServer, home: Path, **extra: str) -> dict[str, str]:
