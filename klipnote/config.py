@@ -120,6 +120,13 @@ class Device(str, Enum):
     CPU = "cpu"
 
 
+class VadMethod(str, Enum):
+    """Which voice activity detection cuts the whisperx engine's audio (:mod:`klipnote.engines.vad`)."""
+
+    PYANNOTE = "pyannote"
+    SILERO = "silero"
+
+
 class ComputeType(str, Enum):
     """Precision of the whisperx model; ``auto``: float16 on cuda, int8 on cpu."""
 
@@ -249,6 +256,8 @@ SETTINGS: tuple[Setting, ...] = (
             "waiting jobs a worker claims at once to share its batches (1: one job at a time)"),
     Setting("batch_audio", _positive_duration, defaults.BATCH_AUDIO, ("KLIPNOTE_BATCH_AUDIO",),
             "a worker claims no more jobs for one shared batch once they hold this much audio (90, 8m)"),
+    Setting("vad_method", _choice(VadMethod), defaults.VAD_METHOD, ("KLIPNOTE_VAD_METHOD",),
+            "whisperx engine's speech detection: pyannote (whisperx's cuts) or silero (faster start and VAD on a CPU)"),
     Setting("align_model", _text, defaults.ALIGN_MODEL, ("KLIPNOTE_ALIGN_MODEL",),
             "wav2vec2 model timing whisperx words: auto (whisperx's choice per language), off, a name or a folder"),
     Setting("belle2_model", _belle2_model, defaults.BELLE2_MODEL, ("BELLE2_MODEL_NAME",),
@@ -324,6 +333,7 @@ class Settings:
     batch_size: int
     batch_jobs: int
     batch_audio: float
+    vad_method: VadMethod
     align_model: str
     belle2_model: str
     belle2_model_revision: str | None

@@ -50,6 +50,9 @@ COMPUTE_TYPE = "auto"
 #: wav2vec2 model for word alignment: ``auto`` (whisperx's per-language default), ``off``, a name or a
 #: folder. Without one, words are timed by Whisper's own alignment heads.
 ALIGN_MODEL = "auto"
+#: Voice activity detection of the whisperx engine: ``pyannote`` (whisperx's own cuts) or ``silero``
+#: (faster-whisper's bundled ONNX model: a faster start and VAD on a CPU, cuts of its own).
+VAD_METHOD = "pyannote"
 #: pyannote speaker-diarization pipeline for ``submit --diarize``: a hub id (gated: needs HF_TOKEN)
 #: or a local folder holding the pipeline's config.yaml.
 DIARIZATION_MODEL = "pyannote/speaker-diarization-community-1"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Batch throughput, the cron case: a folder of files through klipnote and through the one-shot tools it wraps.
 
-Six methods, all on the same Whisper model (``base-offline``: ``klipnote.offline_models.resolve_whisper``),
+Eight methods, all on the same Whisper model (``base-offline``: ``klipnote.offline_models.resolve_whisper``),
 device cpu, one compute type (``--compute-type``, default int8), one batch size (``--batch-size``,
 default 16), beam size 5, CPU threads = the CPU count. Two file sets are built from the corpus
 with ffmpeg (``--set``): ``cron8``, six short files (jfk, zh, the two-speaker mix, noise, and 12 s
@@ -11,9 +11,11 @@ german, zh, whole-earth); files given on the command line replace the set.
 
 * ``klipnote cold``: ``klipnote submit --model whisperx -q FILE...`` into an empty spool, then one
   ``klipnote worker --model whisperx --drain`` (process start and model load included): the cron job;
-* ``klipnote cold, align_model auto``: the same with the default ``align_model`` (``auto``): each new
+* ``klipnote cold (align_model auto)``: the same with the default ``align_model`` (``auto``): each new
   language costs a failed attempt to load its wav2vec2 model (no hub here), after which the words
   are timed by the same alignment heads; the other klipnote rows set ``align_model = off``;
+* ``klipnote cold (vad_method silero)``: the same with Silero cuts instead of whisperx's pyannote VAD
+  (no pyannote.audio import, a lighter VAD; the cuts, and so a word here and there, differ);
 * ``klipnote warm``: a worker is started first and waits for its ready line (not timed); timed is
   ``klipnote submit --model whisperx --wait -q FILE...``, from submit until every job is done. An idle
   worker looks at the queue every second and ``--wait`` polls every 0.5 s: up to about 1.5 s of
@@ -89,8 +91,10 @@ from benchkit import (
 BEAM_SIZE = 5
 FLOOR = "faster-whisper floor"
 S2T = "WhisperS2T"
-COLD_AUTO = "klipnote cold, align_model auto"
-METHODS = ("klipnote cold", COLD_AUTO, "klipnote warm", "whisperx CLI per file", "whisperx CLI all files", FLOOR, S2T)
+COLD_AUTO = "klipnote cold (align_model auto)"
+COLD_SILERO = "klipnote cold (vad_method silero)"
+COLD = ("klipnote cold", COLD_AUTO, COLD_SILERO)
+METHODS = (*COLD, "klipnote warm", "whisperx CLI per file", "whisperx CLI all files", FLOOR, S2T)
 #: klipnote's runs time words with Whisper's heads without first trying to load wav2vec2 models (none can
 #: be had offline: ``auto`` fails to load one per language and falls back to the same heads).
 ALIGN_OFF = "off"
@@ -296,11 +300,12 @@ def ready_at(log: Path) -> float | None:
     return None
 
 
-def klipnote_cold(setup: Setup, folder: Path, method: str = "klipnote cold", align_model: str = ALIGN_OFF) -> Run:
+def klipnote_cold(setup: Setup, folder: Path, method: str = "klipnote cold", **settings: str) -> Run:
+    """``settings``: environment variables over the run's (``KLIPNOTE_ALIGN_MODEL`` is off unless given)."""
     spool = folder / "spool"
     cli = [*klipnote_argv(setup.python), "--spool", str(spool)]
     log = folder / "log.txt"
-    env = {**setup.env, "KLIPNOTE_ALIGN_MODEL": align_model}
+    env = {**setup.env, "KLIPNOTE_ALIGN_MODEL": ALIGN_OFF, **settings}
     submit_s, submit_rss, _ = run_measured([*cli, "submit", "--model", "whisperx", "-q", *map(str, setup.files)],
                                            env, folder, log)
     worker_started = time.time()
@@ -386,8 +391,9 @@ def whisper_s2t(setup: Setup, folder: Path) -> Run:
                {"load_s": data["load_s"], "transcribe_s": data["transcribe_s"], "compute_type": data["compute_type"]})
 
 
-RUNNERS = {"klipnote cold": klipnote_cold, COLD_AUTO: functools.partial(klipnote_cold, method=COLD_AUTO,
-                                                                        align_model="auto"),
+RUNNERS = {"klipnote cold": klipnote_cold,
+           COLD_AUTO: functools.partial(klipnote_cold, method=COLD_AUTO, KLIPNOTE_ALIGN_MODEL="auto"),
+           COLD_SILERO: functools.partial(klipnote_cold, method=COLD_SILERO, KLIPNOTE_VAD_METHOD="silero"),
            "klipnote warm": klipnote_warm, "whisperx CLI per file": whisperx_per_file,
            "whisperx CLI all files": whisperx_all, FLOOR: floor, S2T: whisper_s2t}
 
@@ -410,7 +416,7 @@ def report(runs: dict[str, list[Run]], audio_s: float, count: int) -> str:
     text = table(headers, rows, numeric) + f"\n\n{count} files, {audio_s:.1f} s of audio"
     starts = [[method, f"{r.extra['ready_s']:.1f}" if r.extra["ready_s"] is not None else "n/a",
                f"{r.extra['first_commit_s']:.1f}", f"{r.extra['worker_s']:.1f}"]
-              for method in ("klipnote cold", COLD_AUTO) for r in runs.get(method, [])]
+              for method in COLD for r in runs.get(method, [])]
     if starts:
         text += "\n\n" + table(["cold worker", "start to model loaded s", "to first job committed s", "total s"],
                                  starts, [False, True, True, True])

@@ -207,6 +207,7 @@ ENVIRONMENT_NAMES = [
     ("KLIPNOTE_BATCH_SIZE", "batch_size", "8", 8),
     ("KLIPNOTE_BATCH_JOBS", "batch_jobs", "1", 1),
     ("KLIPNOTE_BATCH_AUDIO", "batch_audio", "5m", 300.0),
+    ("KLIPNOTE_VAD_METHOD", "vad_method", "silero", "silero"),
     ("KLIPNOTE_ALIGN_MODEL", "align_model", "off", "off"),
     ("KLIPNOTE_DIARIZATION_MODEL", "diarization_model", "/models/pyannote", "/models/pyannote"),
     ("KLIPNOTE_ZH_SCRIPT", "zh_script", "traditional", "traditional"),

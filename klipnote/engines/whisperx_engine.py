@@ -1,4 +1,4 @@
-"""The whisperx engine: pyannote VAD cuts, one CTranslate2 encoder pass per window, timed words.
+"""The whisperx engine: VAD cuts, one CTranslate2 encoder pass per window, timed words.
 
 WhisperX's own pipeline encodes each VAD cut to decode it, and the language detection and word
 timing around it encoded the same 30 s again, twice (three encoder passes: most of a short file's
@@ -13,7 +13,8 @@ their encoder pass. ``generate`` needs ``<|startoftranscript|>`` at the same pos
 so it runs once per prompt length: jobs without a prompt, whatever their language and task, decode
 together, and a prompted job's windows decode beside them from the same encoder output.
 
-whisperx keeps what it is for: its pyannote VAD cuts, wav2vec2 alignment (``whisperx.align``) when
+whisperx keeps what it is for: its pyannote VAD cuts (the default ``vad_method``; ``silero`` trades
+them for a faster start, :mod:`klipnote.engines.vad`), wav2vec2 alignment (``whisperx.align``) when
 an alignment model for the language can be loaded, and diarization. Those libraries are imported
 when a job first needs them, so a cron-started worker does not pay for them up front.
 """
@@ -33,7 +34,7 @@ from klipnote import cjk, modelstore, offline_models
 from klipnote.audio import SAMPLE_RATE
 from klipnote.config import ComputeType, Settings
 from klipnote.decoding import Speakers
-from klipnote.engines import prompts
+from klipnote.engines import prompts, vad
 from klipnote.engines.batching import Job, Window
 from klipnote.envcheck import version_of
 from klipnote.errors import KlipnoteError, summary
@@ -49,9 +50,6 @@ WINDOW_SAMPLES = int(MAX_WINDOW) * SAMPLE_RATE
 HOP_LENGTH = 160
 #: Decoding as whisperx's pipeline does by default (``whisperx.asr.load_model``): beam search, no timestamps.
 BEAM_SIZE = 5
-#: pyannote VAD thresholds, whisperx's defaults.
-VAD_ONSET = 0.500
-VAD_OFFSET = 0.363
 #: Punctuation that belongs to the next / the previous word (faster-whisper's defaults).
 PREPEND_PUNCTUATION = "\"'“¿([{-"
 APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
@@ -78,6 +76,7 @@ class WhisperXEngine:
             "float16" if device == "cuda" else "int8")
         self.batch_size = batch_size
         self.hf_token = settings.hf_token
+        self.vad_method = settings.vad_method
         self.align_model = settings.align_model
         self.diarization_model = settings.diarization_model
         self.model_path: str | None = None
@@ -92,9 +91,7 @@ class WhisperXEngine:
     def load(self) -> None:
         os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")  # no telemetry from pyannote.audio 4
         _quiet_whisperx_logging()
-        import torch
         from faster_whisper import WhisperModel
-        from whisperx.vads import Pyannote
 
         self.model_path = offline_models.resolve_whisper(self.model_name)
         try:
@@ -109,7 +106,7 @@ class WhisperXEngine:
                 f"cannot load Whisper model {self.model_name!r}{at} ({type(exc).__name__}: {exc}); give a local "
                 "CTranslate2 folder or a name the model hub has, or WHISPER_MODEL=base-offline without a hub"
             ) from exc
-        self._vad = Pyannote(torch.device(self.device), token=None, vad_onset=VAD_ONSET, vad_offset=VAD_OFFSET)
+        self._vad = vad.load(self.vad_method, self.device)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -119,6 +116,7 @@ class WhisperXEngine:
             "revision": self.revision,
             "device": self.device,
             "compute_type": self.compute_type,
+            "vad_method": self.vad_method.value,
             "versions": {p: version_of(p) for p in ("whisperx", "faster-whisper", "ctranslate2", "torch")},
         }
 
@@ -133,7 +131,7 @@ class WhisperXEngine:
 
     def plan(self, job: Job) -> list[Span]:
         """The job's language if it gave one (English for an English-only model), its prompt, and its
-        pyannote cuts."""
+        VAD cuts."""
         decoding = job.request.options.decoding
         if decoding.task is Task.TRANSLATE and not self.multilingual:
             raise KlipnoteError(f"Whisper model {self.model_name} is English-only and cannot translate: set "
@@ -152,12 +150,8 @@ class WhisperXEngine:
         return self.speech(job.request.audio)
 
     def speech(self, audio: np.ndarray) -> list[Span]:
-        """pyannote's speech regions, merged into cuts of at most 30 s as whisperx merges them."""
-        from whisperx.vads import Pyannote
-
-        regions = self._vad({"waveform": Pyannote.preprocess_audio(audio), "sample_rate": SAMPLE_RATE})
-        cuts = Pyannote.merge_chunks(regions, MAX_WINDOW, onset=VAD_ONSET, offset=VAD_OFFSET)
-        return [Span(float(cut["start"]), float(cut["end"])) for cut in cuts]
+        """The windows to decode: speech cut by the ``vad_method`` (:mod:`klipnote.engines.vad`), 30 s at most."""
+        return self._vad(audio)
 
     def decode_batch(self, batch: list[Window]) -> list[Decoded]:
         encoded = self._whisper.encode(_features(batch, self._n_mels))
