@@ -12,6 +12,11 @@ What the service klipnote replaces got wrong, and what this does instead:
   whose language is known not to be Mandarin is refused with a message;
 - Traditional/Simplified mixed output -> the worker converts it to the job's script (klipnote/zhscript.py).
 
+A job's prompt and hotwords (:mod:`klipnote.engines.prompts`) go to ``generate`` as ``prompt_ids``,
+which transformers takes once for a whole batch, so jobs with different prompts never share a
+batch here (``Job.group``); jobs without one share batches as before. Translation is whisperx's:
+this engine refuses a job that asks for it.
+
 Character times without the memory bill. ``generate(return_token_timestamps=True)`` switches the
 model to eager attention and keeps every layer's attention weights at every step (3.3x the
 transformers pipeline's peak memory). Here generate() runs with SDPA and keeps nothing per step;
@@ -40,10 +45,10 @@ import numpy as np
 
 from klipnote import cjk, modelstore
 from klipnote.audio import SAMPLE_RATE
-from klipnote.engines import dtw
+from klipnote.engines import dtw, prompts
 from klipnote.envcheck import version_of
 from klipnote.errors import KlipnoteError, summary
-from klipnote.job import Lane
+from klipnote.job import Lane, Task
 from klipnote.routing import is_mandarin
 from klipnote.transcript import Segment, Transcript, Word, WordTiming
 from klipnote.windows import Span, pack
@@ -134,11 +139,24 @@ class Belle2Engine:
     # ------------------------------------------------------------------ the three steps of batching.run
 
     def plan(self, job: Job) -> list[Span]:
-        """Silero VAD's speech regions packed into windows; a job known not to be Mandarin is refused."""
+        """Silero VAD's speech regions packed into windows, and the job's prompt; a job known not to be
+        Mandarin, or asking for a translation, is refused."""
         language = job.request.options.language
         if language and not is_mandarin(language):
             raise KlipnoteError(f"the belle2 engine transcribes Mandarin only and this job's language is "
                                 f"{language!r}: submit it with --model whisperx or --model auto")
+        decoding = job.request.options.decoding
+        if decoding.task is not Task.TRANSCRIBE:
+            raise KlipnoteError(f"the belle2 engine only transcribes and this job asks to {decoding.task.value}: "
+                                "submit it with --model whisperx")
+        tokenizer = self._processor.tokenizer
+        prompt = prompts.build(decoding, lambda text: tokenizer.encode(text, add_special_tokens=False),
+                               tokenizer.convert_tokens_to_ids("<|startofprev|>"),
+                               self._model.config.max_target_positions)
+        if prompt.note and job.request.note is not None:
+            job.request.note(prompt.note)
+        job.state["prompt"] = prompt.tokens
+        job.group = prompt.tokens  # one prompt_ids per generate call: jobs with other prompts wait for their own
         job.language = "zh"
         return pack(self.speech(job.request.audio))
 
@@ -162,13 +180,16 @@ class Belle2Engine:
         pieces = [_cut(window.job.request.audio, window.span) for window in batch]
         features = self._processor.feature_extractor(pieces, sampling_rate=SAMPLE_RATE, return_tensors="pt")
         inputs = features.input_features.to(self.device, dtype=self._model.dtype)
+        prompt = list(batch[0].job.state["prompt"])  # the batch's one group (batching keeps groups apart)
+        asked = {"prompt_ids": torch.tensor(prompt, device=self.device)} if prompt else {}
         seeks: list[torch.Tensor] = []
         with torch.inference_mode(), _first_output(self._model.model.encoder) as encoded:
             out = self._model.generate(inputs, language="zh", task="transcribe", return_timestamps=True,
-                                       return_segments=True, monitor_progress=lambda s: seeks.append(s.clone()))
+                                       return_segments=True, monitor_progress=lambda s: seeks.append(s.clone()),
+                                       **asked)
             passes = [found for index, piece in enumerate(pieces)
                       for found in _passes(index, piece, seeks, out["segments"][index], self._first_special)]
-            bounds = self._align(passes, inputs, encoded[0]) if passes else []
+            bounds = self._align(passes, inputs, encoded[0], prompt) if passes else []
         decoded: list[list[Segment]] = [[] for _ in batch]
         for found, times in zip(passes, bounds, strict=True):
             window = batch[found.window].span
@@ -183,8 +204,9 @@ class Belle2Engine:
 
     # ------------------------------------------------------------------ character times
 
-    def _align(self, passes: list[Pass], inputs: Any, encoded: Any) -> list[np.ndarray]:
-        """Token boundaries (seconds from each pass's start) from one teacher-forced decoder pass over all passes."""
+    def _align(self, passes: list[Pass], inputs: Any, encoded: Any, prompt: list[int]) -> list[np.ndarray]:
+        """Token boundaries (seconds from each pass's start) from one teacher-forced decoder pass over all passes,
+        each preceded by the batch's ``prompt`` (generate() decoded every pass from it)."""
         import torch
 
         if encoded.shape[0] != inputs.shape[0]:
@@ -194,14 +216,14 @@ class Belle2Engine:
         if later:  # the window was decoded again from a later point: encode that input, as generate() did
             shifted = torch.stack([_shift(inputs[found.window], found.seek) for found in later])
             states.update(zip(map(id, later), self._model.model.encoder(shifted).last_hidden_state, strict=True))
-        sequences = [[*self._prompt, *found.tokens] for found in passes]
+        sequences = [[*prompt, *self._prompt, *found.tokens] for found in passes]
         width = max(map(len, sequences))
         ids = torch.tensor([s + [self._first_special] * (width - len(s)) for s in sequences], device=self.device)
         with _alignment_scores(self._model.model.decoder, self._heads) as scores:
             self._model.model.decoder(input_ids=ids, encoder_hidden_states=torch.stack([states[id(p)] for p in passes]),
                                       use_cache=False)
         weights = torch.cat(scores, dim=1)  # passes x alignment heads x positions x frames
-        first = len(self._prompt)  # one row per decoded token, at the position that holds it
+        first = len(prompt) + len(self._prompt)  # one row per decoded token, at the position that holds it
         attention = [weights[index, :, first:first + len(found.tokens), :found.frames].float().softmax(dim=-1)
                      .cpu().numpy() for index, found in enumerate(passes)]
         return [found.offset + times for found, times in zip(passes, dtw.boundaries(attention), strict=True)]
@@ -210,7 +232,8 @@ class Belle2Engine:
         """The pass's segments that hold text, in file time; token ``k`` of the pass spans ``times[k:k + 2]``."""
         segments = []
         row = 0
-        for start, said_end, tokens in found.segments:
+        for said_start, said_end, tokens in found.segments:
+            start = min(said_start, window.length)  # a timestamp past the window's audio (in its padding)
             end = min(max(said_end, start), window.length)
             spans = np.clip(times[row:row + len(tokens) + 1], start, end)
             row += len(tokens)
