@@ -24,6 +24,7 @@ import secrets
 import shutil
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,10 +45,11 @@ log = logging.getLogger("klipnote.broker")
 COMMITTED = ".committed"
 
 
-def claim_job(spool: Spool, ledger: Ledger, dispatcher: Dispatcher, job_id: str,
-              worker: WorkerRef) -> BrokerClaim | None:
-    """Claim the job a task names, or None: gone, ended, a duplicate task (a live claim holds it), or out of
-    attempts (then the job fails here, with the reason)."""
+def claim_job(spool: Spool, ledger: Ledger, dispatcher: Dispatcher, job_id: str, worker: WorkerRef,
+              lanes: Sequence[Lane]) -> BrokerClaim | None:
+    """Claim the job a task names, or None: gone, ended, a duplicate task (a live claim holds it, or the job
+    moved to a lane this worker does not serve: routing sent it a task there), or out of attempts (then the
+    job fails here, with the reason)."""
     try:
         manifest = spool.manifest(job_id)
     except FileNotFoundError:
@@ -57,7 +59,7 @@ def claim_job(spool: Spool, ledger: Ledger, dispatcher: Dispatcher, job_id: str,
             recovery.quarantine_job(spool, job_id, f"manifest unreadable: {type(exc).__name__}: {exc}")
         return None
     status = spool.status_or_rebuilt(manifest)
-    if status.state.terminal:
+    if status.state.terminal or status.lane not in lanes:
         return None
     token = secrets.token_hex(8)
     answer = ledger.claim(job_id, token, worker.id, spool.lease_ttl, floor=status.attempt, limit=status.attempt_limit)

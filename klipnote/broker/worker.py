@@ -92,7 +92,7 @@ class BrokerWorker(Worker):
             log.warning("a task named %r, which is not a job id; dropped", job_id)
             return "refused"
         try:
-            claim = claim_job(self.spool, self.ledger, self.dispatcher, job_id, self.ref)
+            claim = claim_job(self.spool, self.ledger, self.dispatcher, job_id, self.ref, self.options.lanes)
         except BrokerUnavailable as exc:  # the spool keeps the job: a ticket waits for the next dispatch
             log.warning("job %s not claimed: %s; it waits in the spool", job_id, exc)
             self._ticket_again(job_id)
