@@ -61,15 +61,22 @@ def test_eight_processes_racing_for_500_jobs_claim_each_exactly_once(spool, spoo
     assert leftovers(spool) == []
 
 
-@pytest.mark.slow
-def test_a_worker_killed_with_sigkill_has_its_job_reclaimed_at_once_on_the_same_host(spool, spool_dir, media,
-                                                                                       tmp_path):
+def killed_mid_job(spool: Spool, spool_dir: Path, media: dict[str, Path],
+                   tmp_path: Path) -> tuple[str, Path, subprocess.Popen]:
+    """One job, claimed by a worker (lease 10 min) that is then SIGKILLed mid-work: its id, event log, process."""
     (job_id,) = add_jobs(spool, media["wav"], 1)
     log = tmp_path / "events.log"
     victim = start_worker(spool_dir, "victim", log, "--work", "60", "--lease-ttl", "600")
     wait_for_event(log, "claimed")
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    return job_id, log, victim
+
+
+@pytest.mark.slow
+def test_a_worker_killed_with_sigkill_has_its_job_reclaimed_at_once_on_the_same_host(spool, spool_dir, media,
+                                                                                       tmp_path):
+    job_id, log, victim = killed_mid_job(spool, spool_dir, media, tmp_path)
     # What a kill in the middle of writing leaves: a half output in its staging, a half status beside it.
     (staging,) = spool.staging_dirs(job_id, 1)
     (staging / f".transcript.txt.{victim.pid}.0bad.tmp").write_text(f"{job_id} 1 vi")
@@ -104,12 +111,7 @@ recovery.reap(Spool(sys.argv[1]).open())
 def test_a_reaper_killed_once_it_put_a_dead_claims_job_back_leaves_no_staging_behind(spool, spool_dir, media,
                                                                                        tmp_path):
     """Nothing reaps that claim again, so its staging must be gone before its ticket moves."""
-    (job_id,) = add_jobs(spool, media["wav"], 1)
-    log = tmp_path / "events.log"
-    victim = start_worker(spool_dir, "victim", log, "--work", "60", "--lease-ttl", "600")
-    wait_for_event(log, "claimed")
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
+    job_id, _, _ = killed_mid_job(spool, spool_dir, media, tmp_path)
     assert len(spool.staging_dirs(job_id, 1)) == 1
 
     reaper = subprocess.run([sys.executable, "-c", REAPER_KILLED_AFTER_REQUEUE, str(spool_dir)], check=False,
