@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from klipnote import defaults
 from klipnote.errors import ConfigError
-from klipnote.job import Model, SplitBy, ZhScript
+from klipnote.job import Model, SplitBy, Task, ZhScript
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -235,6 +235,19 @@ SETTINGS: tuple[Setting, ...] = (
             "Unix group that may share the spool (default: private to its owner)", example="transcribers"),
     Setting("default_model", _choice(Model), defaults.DEFAULT_MODEL,
             ("DEFAULT_TRANSCRIPTION_MODEL",), "model for jobs submitted without --model: auto, belle2 or whisperx"),
+    Setting("prompt", _optional_text, None, ("KLIPNOTE_PROMPT",),
+            "prompt for jobs submitted without --prompt or --prompt-file: names and terms as they are spelled",
+            example="Stewart Brand, Menlo Park, the Whole Earth Catalog."),
+    Setting("prompt_file", _path, None, ("KLIPNOTE_PROMPT_FILE",),
+            "glossary file read at each submit without --prompt or --prompt-file (an absolute path)",
+            example="/srv/inbox/glossary.txt"),
+    Setting("hotwords", _optional_text, None, ("KLIPNOTE_HOTWORDS",),
+            "hotwords for jobs submitted without --hotwords", example="klipnote, WhisperX, BELLE-2"),
+    Setting("task", _choice(Task), defaults.TASK, ("KLIPNOTE_TASK",),
+            "task of jobs submitted without --task: transcribe, or translate (into English, whisperx only)"),
+    Setting("speakers", _positive_int, None, ("KLIPNOTE_SPEAKERS",),
+            "speakers in jobs submitted without --speakers, --min-speakers or --max-speakers (implies --diarize)",
+            example=2),
     Setting("max_file_size", parse_size, defaults.MAX_FILE_SIZE, ("MAX_FILE_SIZE",),
             "largest input accepted, in bytes or with a unit (2GiB)"),
     Setting("max_duration_hours", _positive_float, defaults.MAX_DURATION_HOURS, ("MAX_DURATION_HOURS",),
@@ -324,6 +337,11 @@ class Settings:
     spool: Path
     spool_group: str | None
     default_model: Model
+    prompt: str | None
+    prompt_file: Path | None
+    hotwords: str | None
+    task: Task
+    speakers: int | None
     max_file_size: int
     max_duration_hours: float
     whisper_model: str

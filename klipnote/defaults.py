@@ -12,6 +12,9 @@ MAX_DURATION_HOURS = 2.0
 
 #: Model a job asks for when the user does not say (auto routes by language).
 DEFAULT_MODEL = "auto"
+#: What Whisper makes of a job's speech when the user does not say: transcribe (the language spoken) or
+#: translate (into English, whisperx only).
+TASK = "transcribe"
 
 #: How often a worker proves it is alive while it holds a job (seconds).
 HEARTBEAT_INTERVAL = 5.0

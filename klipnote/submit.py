@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from klipnote import intake, media
 from klipnote.decoding import Decoding, Speakers, read_prompt_file
@@ -24,6 +24,9 @@ from klipnote.fsio import sha256_file
 from klipnote.humanize import duration, size
 from klipnote.job import InputInfo, JobRequest, JobState, Model, Status, Task, ZhScript
 from klipnote.spool import Spool
+
+if TYPE_CHECKING:
+    from klipnote.config import Settings
 
 STDIN_MARK = "-"
 PROBE_THREADS = 4
@@ -44,13 +47,24 @@ def output_folder(path: Path | None) -> str | None:
     return os.path.abspath(path)
 
 
-def decoding_options(model: Model, task: Task, prompt: str | None, prompt_file: Path | None, hotwords: str | None,
+def decoding_options(model: Model, settings: Settings, task: Task | None, prompt: str | None,
+                     prompt_file: Path | None, hotwords: str | None,
                      speakers: tuple[int | None, int | None, int | None] = (None, None, None)) -> Decoding:
-    """The decoding options asked for (``speakers``: the count, the least and the most), the prompt file read
-    now. A translation is refused for belle2 here, where the lane is known; ``auto`` keeps translations on
-    whisperx (:func:`klipnote.routing.route_at_submit`)."""
+    """The decoding options asked for (``speakers``: the count, the least and the most), the settings' for
+    what was not (a flag of a pair, --prompt or --prompt-file, and of the speaker flags, replaces the
+    whole pair or set), the prompt file read now. A translation is refused for belle2 here, where the
+    lane is known; ``auto`` keeps translations on whisperx (:func:`klipnote.routing.route_at_submit`)."""
     if prompt is not None and prompt_file is not None:
         raise UsageError("give --prompt or --prompt-file, not both")
+    if prompt is None and prompt_file is None:
+        if settings.prompt is not None and settings.prompt_file is not None:
+            raise UsageError("the settings prompt and prompt_file are both set: keep one (klipnote config show "
+                             "says where each comes from)")
+        prompt, prompt_file = settings.prompt, settings.prompt_file
+    task = task or settings.task
+    hotwords = settings.hotwords if hotwords is None else hotwords
+    if speakers == (None, None, None):
+        speakers = (settings.speakers, None, None)
     if task is Task.TRANSLATE and model is Model.BELLE2:
         raise UsageError("--task translate needs the whisperx engine (belle2 only transcribes Mandarin): submit "
                          "with --model whisperx or --model auto")

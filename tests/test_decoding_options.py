@@ -144,6 +144,51 @@ def test_belle2_as_the_configured_default_model_refuses_a_translation_too(klipno
             spool_dir, "--task translate needs the whisperx engine")
 
 
+# ---------------------------------------------------------------------- defaults from the config file
+
+
+@pytest.fixture
+def config(tmp_path: Path):
+    """Write a config file; returns the environment that makes klipnote read it."""
+
+    def write(text: str) -> dict[str, str]:
+        path = tmp_path / "config.toml"
+        path.write_text(text, encoding="utf-8")
+        return {"KLIPNOTE_CONFIG": str(path)}
+
+    return write
+
+
+def test_a_cron_folders_glossary_comes_from_the_config_file(klipnote, spool_dir, wav, tmp_path, config):
+    glossary = tmp_path / "glossary.txt"
+    glossary.write_text("Stewart Brand\n", encoding="utf-8")
+    env = config(f'prompt_file = "{glossary}"\nhotwords = "Polaroid"\ntask = "translate"\nspeakers = 2\n')
+    job = manifest(spool_dir, klipnote("submit", "--json", wav, env=env))
+    assert job["options"] == {"task": "translate", "prompt": "Stewart Brand", "prompt_file": str(glossary),
+                              "hotwords": "Polaroid", "speakers": 2, "diarize": True}
+    assert job["lane"] == "whisperx"
+
+
+def test_flags_replace_the_config_files_defaults(klipnote, spool_dir, wav, tmp_path, config):
+    env = config(f'prompt_file = "{tmp_path / "missing.txt"}"\nhotwords = "Polaroid"\ntask = "translate"\n'
+                 'speakers = 2\n')
+    job = manifest(spool_dir, klipnote("submit", "--json", "--prompt", "Menlo Park", "--hotwords", "Google",
+                                       "--task", "transcribe", "--min-speakers", "3", wav, env=env))
+    assert job["options"] == {"prompt": "Menlo Park", "hotwords": "Google", "min_speakers": 3, "diarize": True}
+
+
+def test_a_config_file_with_both_prompt_and_prompt_file_is_refused(klipnote, spool_dir, wav, config):
+    env = config('prompt = "Menlo Park"\nprompt_file = "/srv/inbox/glossary.txt"\n')
+    refused(klipnote("submit", wav, env=env), spool_dir, "the settings prompt and prompt_file are both set")
+
+
+@pytest.mark.parametrize(("line", "says"), [
+    ("speakers = 0", "invalid speakers = 0"), ('task = "summarise"', "allowed: transcribe, translate"),
+])
+def test_bad_decoding_defaults_in_the_config_file_are_one_line(klipnote, spool_dir, wav, config, line, says):
+    refused(klipnote("submit", wav, env=config(line + "\n")), spool_dir, says)
+
+
 # ---------------------------------------------------------------------- read back by the worker
 
 counts = st.one_of(st.none(), st.integers(1, 50))

@@ -83,21 +83,24 @@ def submit(
     diarize: Annotated[bool, typer.Option(
         "--diarize", help=f"Label speakers (whisperx; needs a diarization model: {DOCS['worker']}).")] = False,
     speakers: Annotated[Optional[int], typer.Option(
-        "--speakers", metavar="N", help="How many people speak (a hint to diarization; implies --diarize).")] = None,
+        "--speakers", metavar="N", help="How many people speak (a hint to diarization; implies --diarize). "
+        "Default: the speakers setting.")] = None,
     min_speakers: Annotated[Optional[int], typer.Option(
         "--min-speakers", metavar="N", help="At least this many speak (implies --diarize).")] = None,
     max_speakers: Annotated[Optional[int], typer.Option(
         "--max-speakers", metavar="N", help="At most this many speak (implies --diarize).")] = None,
     task: Annotated[Optional[Task], typer.Option(
-        "--task", help="transcribe (the language spoken) or translate (into English; whisperx only).")] = None,
+        "--task", help="transcribe (the language spoken) or translate (into English; whisperx only). "
+        "Default: the task setting, else transcribe.")] = None,
     prompt: Annotated[Optional[str], typer.Option(
         "--prompt", metavar="TEXT", help="Text the model reads before the speech: spelling of names and jargon, "
-        "style, punctuation (cut to what the model takes).")] = None,
+        "style, punctuation (cut to what the model takes). Default: the prompt or prompt_file setting.")] = None,
     prompt_file: Annotated[Optional[str], typer.Option(  # str: our own one-line error for an unreadable file
         "--prompt-file", metavar="FILE", help="Read the prompt from this UTF-8 file now, at submit "
         "(a glossary kept beside a cron folder).")] = None,
     hotwords: Annotated[Optional[str], typer.Option(
-        "--hotwords", metavar='"A, B, C"', help="Words and names to favour, put before the prompt.")] = None,
+        "--hotwords", metavar='"A, B, C"',
+        help="Words and names to favour, put before the prompt. Default: the hotwords setting.")] = None,
     zh_script: Annotated[Optional[ZhScript], typer.Option(
         "--zh-script", help="Chinese characters of Chinese output, either engine (also converts Cantonese, else "
         "left as written). Default: traditional for -l zh-TW/zh-Hant/zh-HK, else the worker's zh_script.")] = None,
@@ -143,8 +146,8 @@ def submit(
     chosen = (*ALWAYS_WRITTEN, *(formats or ()))
     model = model or settings.default_model
     glossary = Path(prompt_file) if prompt_file is not None else None
-    decoding = decoding_options(model, task or Task.TRANSCRIBE, prompt, glossary, hotwords,
-                                (speakers, min_speakers, max_speakers))
+    hints = (speakers, min_speakers, max_speakers)
+    decoding = decoding_options(model, settings, task, prompt, glossary, hotwords, hints)
     request = JobRequest(
         model=model,
         language=language,
