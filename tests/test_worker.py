@@ -430,3 +430,21 @@ def test_a_manifest_edited_to_an_unknown_chinese_script_fails_its_job_alone(spoo
     assert spool.load_status(edited).error == ("job option zh_script 'klingon' is not one of simplified, traditional, "
                                                "original: submit the file again")
     assert spool.load_status(fine).state is JobState.DONE
+
+
+@pytest.mark.parametrize(("options", "error"), [
+    ({"task": "summarise"}, "job options: task 'summarise' is not one of transcribe, translate: submit the file again"),
+    ({"speakers": 0}, "job options: --speakers 0: give a whole number of speakers, 1 or more: submit the file again"),
+])
+def test_a_manifest_edited_to_bad_decoding_options_fails_its_job_alone(spool, spool_dir, media, options, error):
+    edited, fine = submit(spool, media["wav"], media["mp3"])
+    path = spool.job_dir(edited) / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["options"].update(options)
+    path.write_text(json.dumps(manifest))
+    assert run_worker(spool_dir, "--drain", "--batch-jobs", "2").returncode == 0
+    assert spool.load_status(edited).error == error
+    assert spool.load_status(fine).state is JobState.DONE
+    result = json.loads((spool.job_dir(fine) / "transcript.json").read_text())
+    assert result["metadata"]["decoding"] == {"task": "transcribe", "prompt": None, "hotwords": None, "speakers": None}
+    assert result["metadata"]["notes"] == []
