@@ -29,7 +29,7 @@ from typing import Any
 
 from klipnote import defaults
 from klipnote.errors import KlipnoteError
-from klipnote.job import JobState, Stage, Status, now
+from klipnote.job import JobState, Lane, Stage, Status, now
 from klipnote.registry import Registry, WorkerRecord, WorkerState, lane_workers, unserved_lanes
 from klipnote.spool import STATUS, Spool, Ticket
 
@@ -153,6 +153,18 @@ def running_jobs(spool: Spool, cache: StatusCache, at: float) -> tuple[int, list
     return len(tickets), sorted(found, key=lambda job: job.status.started_at or 0.0)
 
 
+def waiting_and_running(cache: StatusCache, at: float) -> tuple[dict[str, int], int, list[RunningJob]]:
+    """Broker mode: Redis holds the queues and the claims, so the statuses say what waits (by lane) and what runs."""
+    queues = {lane.value: 0 for lane in Lane}
+    found = []
+    for status in cache.all():
+        if status.state is JobState.QUEUED:
+            queues[status.lane.value] += 1
+        elif status.state is JobState.RUNNING:
+            found.append(RunningJob.of(status, at))
+    return queues, len(found), sorted(found, key=lambda job: job.status.started_at or 0.0)
+
+
 def worker_views(spool: Spool, running: list[RunningJob], at: float) -> list[WorkerView]:
     """Every registered worker, live ones first. A worker's job is the running job that names it: the one its
     record calls current when it runs a shared batch of several."""
@@ -185,16 +197,22 @@ def finished_jobs(statuses: list[Status], failures: int) -> tuple[dict[str, int]
 
 def snapshot(spool: Spool, cache: StatusCache | None = None, *, jobs: bool = True,
              failures: int = defaults.RECENT_FAILURES,
-             dead_window: float | None = defaults.RECENT_DEAD_WORKERS) -> Snapshot:
+             dead_window: float | None = defaults.RECENT_DEAD_WORKERS, broker: bool = False) -> Snapshot:
     """The spool now. ``jobs=False`` skips the O(jobs) part (finished jobs, failures): ``workers`` needs none.
+
+    ``broker``: the spool is dispatched by a broker (docs/broker.md), whose queues and claims are not tickets;
+    waiting and running jobs are counted from their statuses (an O(jobs) read whatever ``jobs`` says).
 
     ``dead_window``: show dead workers whose last heartbeat is at most this old (None: every one).
     ``cache``: the statuses of the previous call, to re-read only the changed ones.
     """
     cache = cache or StatusCache(spool)
     at = now()
-    queues = spool.queue_lengths()
-    claimed, running = running_jobs(spool, cache, at)
+    if broker:
+        queues, claimed, running = waiting_and_running(cache, at)
+    else:
+        queues = spool.queue_lengths()
+        claimed, running = running_jobs(spool, cache, at)
     views = worker_views(spool, running, at)
     shown = [v for v in views if v.live or dead_window is None or v.heartbeat_age <= dead_window]
     counts = lane_workers(v.record for v in views if v.live)

@@ -3,11 +3,23 @@ each in its own scratch folder (as hosts would be), the real CLI; only the model
 
 from __future__ import annotations
 
+import json
 import os
 
 from klipnote.spool import Spool
 
-from .support.rediskit import RedisServer, broker_env, cli, commits, redis_server, start_broker_worker, stop, submit
+from .support.rediskit import (
+    RedisServer,
+    broker_env,
+    cli,
+    commits,
+    redis_server,
+    running_on,
+    start_broker_worker,
+    stop,
+    submit,
+    wait_until,
+)
 
 __all__ = ["redis_server"]  # the fixture
 
@@ -92,3 +104,23 @@ def test_a_rediss_url_with_a_password_runs_jobs_over_tls_and_checks_the_servers_
         server.kill()
     spool = Spool(spool_dir).open()
     assert all(commits(spool, job_id) == 1 for job_id in ids)
+
+
+def test_top_metrics_and_workers_see_broker_jobs_waiting_and_running(redis_server, spool_dir, media, tmp_path):
+    env = broker_env(redis_server, tmp_path / "home", FAKE_WORK="30")
+    spool = Spool(spool_dir).open()
+    ids = submit(spool_dir, env, media["wav"], 3)
+    worker = start_broker_worker(spool_dir, "w0", tmp_path / "hosts", env, "--grace", "0")
+    try:
+        wait_until(lambda: running_on(spool, ids), "a job running")
+        metrics = cli(spool_dir, env, "metrics").stdout
+        shown = json.loads(cli(spool_dir, env, "workers", "--json").stdout)["workers"]
+        frame = cli(spool_dir, env, "top", "--once").stdout
+    finally:
+        stop(worker)
+    lane = spool.load_status(ids[0]).lane.value  # auto: no language hint
+    assert f'klipnote_queue_length{{lane="{lane}"}} 2' in metrics
+    assert 'klipnote_jobs{state="running"} 1' in metrics
+    (view,) = shown
+    assert view["id"] == "w0" and view["current_job"]["id"] in ids
+    assert f"{lane} 2" in " ".join(frame.split()) and "w0" in frame

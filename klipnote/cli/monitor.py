@@ -36,9 +36,11 @@ def workers(
     """
     from klipnote.monitor import snapshot
 
-    spool = session_of(ctx).spool()
+    session = session_of(ctx)
+    spool = session.spool()
     recovery.reap(spool)
-    snap = snapshot(spool, jobs=False, dead_window=None if show_all else defaults.RECENT_DEAD_WORKERS)
+    snap = snapshot(spool, jobs=False, dead_window=None if show_all else defaults.RECENT_DEAD_WORKERS,
+                    broker=bool(session.settings.broker))
     if json_out:
         render.print_json({"workers": [view.to_json() for view in snap.workers], "hidden": snap.hidden,
                            "unserved": snap.unserved})
@@ -69,12 +71,13 @@ def top(
     """
     from klipnote.monitor import StatusCache, snapshot
 
-    spool = session_of(ctx).spool()
+    session = session_of(ctx)
+    spool = session.spool()
     cache = StatusCache(spool)  # frames after the first re-read only the statuses that changed
 
     def frame() -> Any:
         recovery.reap(spool)
-        return render.top_frame(snapshot(spool, cache))
+        return render.top_frame(snapshot(spool, cache, broker=bool(session.settings.broker)))
 
     if once:
         render.console().print(frame())
@@ -109,9 +112,10 @@ def metrics(
     if textfile is not None and (not textfile.name or textfile.is_dir()):
         raise UsageError(f"--textfile {str(textfile)!r} is a folder: give a file path, such as "
                          "/var/lib/node_exporter/textfile/klipnote.prom")
-    spool = session_of(ctx).spool()
+    session = session_of(ctx)
+    spool = session.spool()
     recovery.reap(spool)
-    text = exposition.exposition(exposition.collect(snapshot(spool, failures=0)))
+    text = exposition.exposition(exposition.collect(snapshot(spool, failures=0, broker=bool(session.settings.broker))))
     if textfile is None:
         typer.echo(text, nl=False)
         return
