@@ -102,6 +102,8 @@ def run(flags: Mapping[str, Any], *, kind: Model | None = None, device: Device |
     device = device or (settings.device if settings else Device(defaults.DEVICE))
     checks += check_ffmpeg()
     checks += check_spool(settings) if settings is not None else [_unchecked("spool")]
+    if settings is not None and settings.broker:
+        checks.append(check_broker(settings.broker))
     checks.append(check_python())
     checks.append(check_packages(kind))
     checks += check_torch(kind, device, guessed)
@@ -171,6 +173,28 @@ def check_spool(settings: Settings) -> list[Check]:
         checks.append(_check_permissions(spool, settings.spool_group))
     checks.append(_check_disk(existing))
     return checks
+
+
+def check_broker(url: str) -> Check:
+    """Broker mode: Celery is installed and Redis answers (docs/broker.md)."""
+    from klipnote.config import mask_url
+
+    try:
+        import celery
+    except ImportError:
+        return fail("broker", "broker is set but Celery is not installed",
+                    "pip install 'klipnote[broker]' into this environment (celery[redis])")
+    from klipnote.broker.ledger import Ledger
+    from klipnote.errors import BrokerUnavailable
+
+    ledger = Ledger.connect(url)
+    try:
+        with ledger.reaching("connecting"):
+            version = ledger.client.info("server").get("redis_version", "?")
+    except BrokerUnavailable as exc:
+        return fail("broker", str(exc), "start Redis, or check the URL, its password and the firewall; jobs "
+                    "submitted meanwhile wait in the spool")
+    return ok("broker", f"{mask_url(url)} answers (Redis {version}, Celery {celery.__version__})")
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -124,3 +124,14 @@ def test_top_metrics_and_workers_see_broker_jobs_waiting_and_running(redis_serve
     (view,) = shown
     assert view["id"] == "w0" and view["current_job"]["id"] in ids
     assert f"{lane} 2" in " ".join(frame.split()) and "w0" in frame
+
+
+def test_doctor_checks_the_broker(redis_server, spool_dir, tmp_path):
+    env = broker_env(redis_server, tmp_path / "home")
+    up = cli(spool_dir, env, "doctor")
+    (line,) = [line for line in up.stdout.splitlines() if " broker " in line]
+    assert line.startswith("ok") and f"redis://127.0.0.1:{redis_server.port}/0 answers (Redis " in line
+    redis_server.kill()
+    down = cli(spool_dir, env, "doctor")
+    (line,) = [line for line in down.stdout.splitlines() if " broker " in line]
+    assert line.startswith("FAIL") and "cannot be reached" in line and down.returncode == 1
