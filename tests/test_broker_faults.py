@@ -255,3 +255,24 @@ def test_attempts_are_counted_across_hosts_and_capped(redis_server, spool_dir, m
     assert failed.attempt == 2
     assert failed.error is not None and failed.error.startswith("gave up after 2 attempts")
     assert commits(spool, job_id) == 0
+
+
+def test_sigterm_past_the_grace_hands_the_running_job_back_without_using_an_attempt(redis_server, spool_dir, media,
+                                                                                     tmp_path):
+    env = broker_env(redis_server, tmp_path / "home", FAKE_WORK="30")
+    spool = Spool(spool_dir).open()
+    (job_id,) = submit(spool_dir, env, media["wav"], 1)
+    first = start_broker_worker(spool_dir, "first", tmp_path / "hosts", env, "--grace", "0.5")
+    wait_until(lambda: running_on(spool, [job_id]).get("first"), "the job running")
+    first.send_signal(signal.SIGTERM)  # Celery's warm shutdown; the job does not end within the grace
+    assert first.wait(30) == 0
+    status = spool.load_status(job_id)
+    assert (status.state, status.attempt, status.worker) == (JobState.QUEUED, 0, None)
+    assert "stopped before the job finished" in status.message
+    second = start_broker_worker(spool_dir, "second", tmp_path / "hosts", {**env, "FAKE_WORK": "0.1"})
+    try:
+        wait_until(lambda: spool.load_status(job_id).state is JobState.DONE, "the job done by the second", 30)
+    finally:
+        stop(second)
+    assert spool.load_status(job_id).attempt == 1
+    all_done_once(spool, [job_id])
