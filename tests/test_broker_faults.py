@@ -276,3 +276,22 @@ def test_sigterm_past_the_grace_hands_the_running_job_back_without_using_an_atte
         stop(second)
     assert spool.load_status(job_id).attempt == 1
     all_done_once(spool, [job_id])
+
+
+def test_a_worker_started_while_redis_is_down_dispatches_the_waiting_jobs_once_it_is_up(spool_dir, media, tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    env = broker_env(server, tmp_path / "home", FAKE_WORK="0.1")
+    done = cli(spool_dir, env, "submit", "--json", str(media["wav"]))
+    assert done.returncode == 0 and "not dispatched" in done.stderr
+    (job_id,) = [item["id"] for item in json.loads(done.stdout)]
+    worker = start_broker_worker(spool_dir, "w0", tmp_path / "hosts", env)  # Celery keeps trying to connect
+    spool = Spool(spool_dir).open()
+    try:
+        time.sleep(1.0)
+        assert spool.load_status(job_id).state is JobState.QUEUED
+        server.start()
+        wait_until(lambda: spool.load_status(job_id).state is JobState.DONE, "the job done once Redis is up", 60)
+    finally:
+        stop(worker)
+        server.kill()
+    all_done_once(spool, [job_id])
