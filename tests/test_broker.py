@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from klipnote.spool import Spool
 
 from .support.rediskit import (
@@ -135,3 +137,18 @@ def test_doctor_checks_the_broker(redis_server, spool_dir, tmp_path):
     down = cli(spool_dir, env, "doctor")
     (line,) = [line for line in down.stdout.splitlines() if " broker " in line]
     assert line.startswith("FAIL") and "cannot be reached" in line and down.returncode == 1
+
+
+@pytest.mark.belle2
+def test_the_belle2_environment_runs_a_celery_worker_on_the_belle2_queue(redis_server, spool_dir, media, tmp_path):
+    """In .venv-belle2 (torch < 2.6): the belle2 worker's environment has Celery and serves the belle2 queue."""
+    env = broker_env(redis_server, tmp_path / "home", FAKE_WORK="0.1")
+    worker = start_broker_worker(spool_dir, "b2", tmp_path / "hosts", env, "--lanes", "belle2")
+    try:
+        ids = submit(spool_dir, env, media["wav"], 2, "--model", "belle2")
+        waited = cli(spool_dir, env, "wait", "--timeout", "60", *ids)
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+    finally:
+        stop(worker)
+    spool = Spool(spool_dir).open()
+    assert {spool.load_status(i).worker["id"] for i in ids} == {"b2"}

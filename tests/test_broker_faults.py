@@ -178,7 +178,8 @@ def test_cancel_reaches_a_running_job_on_another_worker(redis_server, spool_dir,
 
 
 @pytest.mark.slow
-def test_flower_lists_the_live_workers_and_no_command_shows_the_redis_password(spool_dir, media, tmp_path):
+def test_flower_lists_the_live_workers_and_their_tasks_and_no_command_shows_the_redis_password(spool_dir, media,
+                                                                                              tmp_path):
     password = "flower-test-Pa55"
     server = RedisServer(tmp_path / "redis", password=password).start()
     env = broker_env(server, tmp_path / "home", FAKE_WORK="0.1")
@@ -187,9 +188,9 @@ def test_flower_lists_the_live_workers_and_no_command_shows_the_redis_password(s
     try:
         workers = [start_broker_worker(spool_dir, name, tmp_path / "hosts", env, *lanes)
                    for name, lanes in (("wx", ()), ("b2", ("--lanes", "belle2")))]
-        with open(tmp_path / "flower.log", "wb") as log:
-            flower = subprocess.Popen([sys.executable, "-m", "klipnote", "--spool", str(spool_dir), "flower",
-                                       "--port", str(port), "--basic-auth", "klip:note"], env=env,
+        with open(tmp_path / "flower.log", "wb") as log:  # the replaced service's way: celery --broker URL flower
+            flower = subprocess.Popen([sys.executable, "-m", "celery", "--broker", server.url, "flower",
+                                       f"--port={port}", "--address=127.0.0.1", "--basic_auth=klip:note"], env=env,
                                       stdout=subprocess.DEVNULL, stderr=log)
         api = f"http://127.0.0.1:{port}/api/workers?refresh=1"
         listed = wait_until(lambda: listed_workers(api, "klip:note"), "Flower listing workers", 90)
@@ -199,6 +200,10 @@ def test_flower_lists_the_live_workers_and_no_command_shows_the_redis_password(s
         assert get(api)[0] == 401  # no login, no answer
         ids = submit(spool_dir, env, media["wav"], 2)
         wait_all(spool_dir, env, ids, timeout=60)
+        tasks = wait_until(lambda: listed_workers(f"http://127.0.0.1:{port}/api/tasks", "klip:note"),
+                           "Flower's tasks", 30)
+        ran = [t for t in tasks.values() if t["name"] == "klipnote.transcribe" and t["state"] == "SUCCESS"]
+        assert sorted(job_id for t in ran for job_id in ids if job_id in t["args"]) == sorted(ids)
         shown = cli(spool_dir, env, "workers", "--json")
         assert shown.returncode == 0 and "redis://:********@127.0.0.1" in shown.stdout
         outputs = [shown.stdout + shown.stderr, cli(spool_dir, env, "config", "show").stdout,

@@ -211,7 +211,7 @@ def commits(spool: Spool, job_id: str) -> int:
 
 
 def listed_workers(url: str, auth: str) -> dict | None:
-    """Flower's ``/api/workers`` answer, or None while it does not answer 200 with workers."""
+    """Flower's answer to ``url`` (``/api/workers``, ``/api/tasks``), or None while it is not 200 and non-empty."""
     status, body = get(url, auth)
     return json.loads(body) if status == 200 and body else None
 
