@@ -300,3 +300,28 @@ def test_a_worker_started_while_redis_is_down_dispatches_the_waiting_jobs_once_i
         stop(worker)
         server.kill()
     all_done_once(spool, [job_id])
+
+
+def test_a_commit_cut_short_after_redis_decided_is_finished_by_the_reconciler(redis_server, spool_dir, media,
+                                                                             tmp_path):
+    """The state a worker leaves when it dies between Redis's commit decision and the renames: its complete staging
+    folder, named by the write-once marker. `klipnote dispatch` (as every worker's reconciler) finishes the renames."""
+    env = broker_env(redis_server, tmp_path / "home")
+    spool = Spool(spool_dir).open()
+    (job_id,) = submit(spool_dir, env, media["wav"], 1)
+    status = spool.load_status(job_id)
+    status.state, status.attempt = JobState.RUNNING, 1
+    spool.write_status(status)
+    staging = spool.job_dir(job_id) / ".attempt-1-0123456789abcdef"
+    staging.mkdir()
+    (staging / "transcript.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\nhello\n")
+    status.state, status.outputs = JobState.DONE, ["transcript.srt"]
+    (staging / "status.json").write_text(json.dumps(status.to_dict()))
+    (spool.job_dir(job_id) / ".committed").write_text(json.dumps({"staging": staging.name, "token": "0123"}))
+    done = cli(spool_dir, env, "dispatch", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["promoted"] == [job_id]
+    finished = spool.load_status(job_id)
+    assert (finished.state, finished.outputs) == (JobState.DONE, ["transcript.srt"])
+    assert (spool.job_dir(job_id) / "transcript.srt").read_text().endswith("hello\n")
+    assert not staging.exists()

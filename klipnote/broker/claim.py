@@ -18,6 +18,7 @@ From the shared storage it needs no lock and no mtime: files written whole, ``O_
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -61,9 +62,11 @@ def claim_job(spool: Spool, ledger: Ledger, dispatcher: Dispatcher, job_id: str,
     status = spool.status_or_rebuilt(manifest)
     if status.state.terminal or status.lane not in lanes:
         return None
+    from klipnote.broker.ledger import ClaimOutcome
+
     token = secrets.token_hex(8)
     answer = ledger.claim(job_id, token, worker.id, spool.lease_ttl, floor=status.attempt, limit=status.attempt_limit)
-    if answer.outcome.value == "claimed":
+    if answer.outcome is ClaimOutcome.CLAIMED:
         status.state = JobState.RUNNING
         status.attempt = int(answer.detail)
         status.worker = worker.to_dict()
@@ -73,14 +76,14 @@ def claim_job(spool: Spool, ledger: Ledger, dispatcher: Dispatcher, job_id: str,
         with spool.io(f"claiming job {job_id}"):
             spool.write_status(status)
         return BrokerClaim(spool, manifest, status, ledger, dispatcher, token)
-    if answer.outcome.value == "exhausted":
+    if answer.outcome is ClaimOutcome.EXHAUSTED:
         status.state, status.finished_at = JobState.FAILED, now()
         status.error = status.message = (f"gave up after {answer.detail} attempts: each one's worker died, froze or "
                                          "lost the network before finishing (see the workers' logs)")
         status.stage = status.worker = None
         with spool.io(f"failing job {job_id}"):
             spool.write_status(status)
-    elif answer.outcome.value == "ended" and answer.detail == JobState.CANCELED.value:
+    elif answer.outcome is ClaimOutcome.ENDED and answer.detail == JobState.CANCELED.value:
         _write_canceled(spool, job_id)  # the canceler stopped before recording it in the spool
     return None
 
@@ -239,7 +242,7 @@ class BrokerClaim(Claim):
                     raise ClaimLost(f"job {self.job_id} was already committed by another attempt; "
                                     "this result is discarded") from None
                 with os.fdopen(fd, "w") as fh:
-                    fh.write(f'{{"staging": "{self.output_dir.name}", "token": "{self.token}"}}\n')
+                    fh.write(json.dumps({"staging": self.output_dir.name, "token": self.token}) + "\n")
                     fh.flush()
                     os.fsync(fh.fileno())
                 _promote(self.output_dir, self.job_dir)
