@@ -20,14 +20,13 @@ import numpy as np
 import pytest
 
 from klipnote import audio
-from klipnote.config import load_settings
 from klipnote.decoding import Decoding
-from klipnote.engines import JobOptions, batching, create
+from klipnote.engines import JobOptions, batching
 from klipnote.engines.whisperx_engine import WhisperXEngine
-from klipnote.job import Model, Task
+from klipnote.job import Task
 
 from .standins.halves import HINTS_LOG, PIPELINE_FOLDER
-from .support.e2ekit import WHISPERX_WORKER, cli, job, submit, worker_env
+from .support.e2ekit import WHISPERX_WORKER, cli, job, offline_whisperx_engine, submit, worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -47,13 +46,7 @@ def no_progress(stage: object, percent: float) -> None:
 
 @pytest.fixture(scope="module")
 def engine(model_cache: Path) -> WhisperXEngine:
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("KLIPNOTE_MODEL_CACHE", str(model_cache))
-        env.setenv("HF_HUB_OFFLINE", "1")
-        loaded = create(Model.WHISPERX, load_settings({"whisper_model": "base-offline", "align_model": "off"}),
-                        device="cpu", batch_size=16)
-        loaded.load()
-    return loaded
+    return offline_whisperx_engine(model_cache)
 
 
 @pytest.fixture(scope="module")

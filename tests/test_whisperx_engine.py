@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 
 from klipnote import audio
-from klipnote.config import VadMethod, load_settings
-from klipnote.engines import JobOptions, batching, create, vad
+from klipnote.config import VadMethod
+from klipnote.engines import JobOptions, batching, vad
 from klipnote.engines.whisperx_engine import HOP_LENGTH, WINDOW_SAMPLES, WhisperXEngine
-from klipnote.job import Model
 from klipnote.windows import MAX_WINDOW
 
+from .support.e2ekit import offline_whisperx_engine
 from .support.textmetrics import wer
 
 pytestmark = pytest.mark.slow
@@ -37,13 +37,7 @@ WORD_TIME_TOLERANCE = 0.02
 
 @pytest.fixture(scope="module")
 def engine(model_cache: Path) -> WhisperXEngine:
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("KLIPNOTE_MODEL_CACHE", str(model_cache))
-        env.setenv("HF_HUB_OFFLINE", "1")
-        loaded = create(Model.WHISPERX, load_settings({"whisper_model": "base-offline", "align_model": "off"}),
-                        device="cpu", batch_size=16)
-        loaded.load()
-    return loaded
+    return offline_whisperx_engine(model_cache)
 
 
 @pytest.fixture(scope="module")

