@@ -104,14 +104,15 @@ class Decoding:
                 "speakers": self.speakers.options() or None}
 
 
-def read_prompt_file(path: Path) -> str:
-    """A glossary file's text, read now (at submit); an unreadable or empty file is a usage error."""
+def read_prompt_file(path: Path, named: str = "--prompt-file") -> str:
+    """A glossary file's text, read now (at submit); an unreadable or empty file is a usage error that
+    names where the path came from (``named``: the flag, or the setting and its source)."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise UsageError(f"--prompt-file {path}: not UTF-8 text; save it as UTF-8") from None
+        raise UsageError(f"{named} {path}: not UTF-8 text; save it as UTF-8") from None
     except OSError as exc:
-        raise UsageError(f"--prompt-file {path}: cannot read it: {exc.strerror or exc}") from None
+        raise UsageError(f"{named} {path}: cannot read it: {exc.strerror or exc}") from None
     if not text.strip():
-        raise UsageError(f"--prompt-file {path} is empty: write the names and terms the recordings use in it")
+        raise UsageError(f"{named} {path} is empty: write the names and terms the recordings use in it")
     return text.strip()

@@ -56,11 +56,13 @@ def decoding_options(model: Model, settings: Settings, task: Task | None, prompt
     lane is known; ``auto`` keeps translations on whisperx (:func:`klipnote.routing.route_at_submit`)."""
     if prompt is not None and prompt_file is not None:
         raise UsageError("give --prompt or --prompt-file, not both")
+    named = "--prompt-file"
     if prompt is None and prompt_file is None:
         if settings.prompt is not None and settings.prompt_file is not None:
             raise UsageError("the settings prompt and prompt_file are both set: keep one (klipnote config show "
                              "says where each comes from)")
         prompt, prompt_file = settings.prompt, settings.prompt_file
+        named = f"the prompt_file setting ({settings.sources['prompt_file']})"
     task = task or settings.task
     hotwords = settings.hotwords if hotwords is None else hotwords
     if speakers == (None, None, None):
@@ -68,7 +70,7 @@ def decoding_options(model: Model, settings: Settings, task: Task | None, prompt
     if task is Task.TRANSLATE and model is Model.BELLE2:
         raise UsageError("--task translate needs the whisperx engine (belle2 only transcribes Mandarin): submit "
                          "with --model whisperx or --model auto")
-    text = read_prompt_file(prompt_file) if prompt_file is not None else prompt
+    text = read_prompt_file(prompt_file, named) if prompt_file is not None else prompt
     try:
         return Decoding(task, text.strip() if text else text, os.path.abspath(prompt_file) if prompt_file else None,
                         hotwords.strip() if hotwords else hotwords, Speakers(*speakers))

@@ -182,6 +182,14 @@ def test_a_config_file_with_both_prompt_and_prompt_file_is_refused(klipnote, spo
     refused(klipnote("submit", wav, env=env), spool_dir, "the settings prompt and prompt_file are both set")
 
 
+def test_a_missing_prompt_file_from_the_config_file_names_the_setting_not_a_flag(klipnote, spool_dir, wav,
+                                                                                  tmp_path, config):
+    env = config(f'prompt_file = "{tmp_path / "gone.txt"}"\n')
+    done = klipnote("submit", wav, env=env)
+    refused(done, spool_dir, "the prompt_file setting (file ")
+    assert "gone.txt: cannot read it" in done.stderr and "--prompt-file" not in done.stderr
+
+
 @pytest.mark.parametrize(("line", "says"), [
     ("speakers = 0", "invalid speakers = 0"), ('task = "summarise"', "allowed: transcribe, translate"),
 ])
