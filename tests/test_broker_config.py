@@ -53,3 +53,11 @@ def test_config_show_masks_the_broker_password_and_warns_of_a_readable_file(klip
     for done in (shown, table):
         assert PASSWORD not in done.stdout + done.stderr
     assert "holds broker and every user may read it" in table.stderr + table.stdout
+
+
+@pytest.mark.parametrize("command", ["dispatch", "flower"])
+def test_broker_commands_without_a_broker_say_how_to_set_one(klipnote, command):
+    done = klipnote(command)
+    assert done.returncode == 2
+    assert done.stderr.startswith("klipnote: no broker is set: set KLIPNOTE_BROKER")
+    assert len(done.stderr.splitlines()) == 1
