@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from klipnote import defaults, envcheck, modelstore, offline_models
 from klipnote.config import Device, Settings, config_path, load_settings, missing_config_warning, parse_bool
@@ -190,7 +190,8 @@ def check_broker(url: str) -> Check:
     ledger = Ledger.connect(url)
     try:
         with ledger.reaching("connecting"):
-            version = ledger.client.info("server").get("redis_version", "?")
+            info: dict[str, Any] = cast(dict, ledger.client.info("server"))  # typed for async clients too
+            version = info.get("redis_version", "?")
     except BrokerUnavailable as exc:
         return fail("broker", str(exc), "start Redis, or check the URL, its password and the firewall; jobs "
                     "submitted meanwhile wait in the spool")

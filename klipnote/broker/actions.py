@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from klipnote.broker.claim import clear_staging
 from klipnote.broker.dispatch import Dispatcher, Report, pending_warning
 from klipnote.config import Settings
 from klipnote.errors import BrokerUnavailable, KlipnoteError
@@ -59,8 +58,7 @@ def cancel(spool: Spool, settings: Settings, job_id: str) -> Status:
         status.state, status.finished_at, status.stage = JobState.CANCELED, now(), None
         status.message = f"canceled by {user_at_host()}"
         spool.write_status(status)
-    clear_staging(spool.job_dir(job_id))
-    return status
+    return status  # the running worker drops its own staging when it notices; gc removes what dead ones left
 
 
 def retry(spool: Spool, settings: Settings, job_id: str) -> Status:

@@ -21,7 +21,7 @@ import enum
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from klipnote import defaults
 from klipnote.config import mask_url
@@ -221,7 +221,7 @@ class Ledger:
             pipe = self.client.pipeline(transaction=False)
             for job_id in job_ids:
                 job_key, lease_key = self._keys(job_id)
-                pipe.hmget(job_key, "state", "dispatched_at")
+                pipe.hmget(job_key, ["state", "dispatched_at"])
                 pipe.exists(lease_key)
             replies = pipe.execute()
         found = {}
@@ -244,5 +244,5 @@ class Ledger:
     def live_lanes(self) -> set[str]:
         with self.reaching("reading live workers"):
             keys = list(self.client.scan_iter(f"{self.prefix}:worker:*", count=1000))
-            values = self.client.mget(keys) if keys else []
+            values: list[Any] = cast(list, self.client.mget(keys)) if keys else []  # typed for async clients too
         return {lane for value in values if value for lane in str(value).split(",")}
