@@ -264,7 +264,7 @@ SETTINGS: tuple[Setting, ...] = (
             "precision of the whisperx model: auto (float16 on cuda, int8 on cpu), float16, float32, int8, "
             "int8_float16 or bfloat16"),
     Setting("batch_size", _positive_int, defaults.BATCH_SIZE, ("KLIPNOTE_BATCH_SIZE",),
-            "audio windows decoded together"),
+            "audio windows decoded together (unset: 32 for a belle2 worker on a GPU)"),
     Setting("batch_jobs", _positive_int, defaults.BATCH_JOBS, ("KLIPNOTE_BATCH_JOBS",),
             "waiting jobs a worker claims at once to share its batches (1: one job at a time)"),
     Setting("batch_audio", _positive_duration, defaults.BATCH_AUDIO, ("KLIPNOTE_BATCH_AUDIO",),

@@ -202,3 +202,27 @@ def test_tiny_layouts_are_the_real_tokenizers_numbering(model_cache: Path) -> No
         assert [s["ids"] for s in tokenizer["post_processor"]["special_tokens"].values()] == [
             [added["<|endoftext|>"]], [added["<|notimestamps|>"]], [added["<|startoftranscript|>"]]]
 
+
+
+@pytest.mark.belle2
+def test_the_memory_benchmark_measures_and_prints_its_tables(model_cache: Path, tmp_path: Path) -> None:
+    """scripts/bench_memory.py in its smallest run: it still drives the engine and prints the formula's tables
+    (a check that it works; the figures in docs/models.md come from its default run)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    out = tmp_path / "out"
+    env = {**os.environ, "KLIPNOTE_MODEL_CACHE": str(model_cache), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_memory.py"), "--shapes", "tiny", "--batches",
+                           "1,2", "--positions", "8", "--cache", str(model_cache), "--belle2-python", sys.executable,
+                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=1200, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = json.loads((out / "memory.json").read_text())["results"]
+    assert [(r["shape"], r["batch"], r["positions"]) for r in rows] == [("tiny", 1, 8), ("tiny", 2, 8)]
+    assert all(r["peak_above_start"] > 0 and r["decoder_calls"] >= 8 for r in rows)
+    assert "| large-v3 | 32 |" in done.stdout
+    assert "largest batch that fits 24 GB by the formula, large-v3:" in done.stdout

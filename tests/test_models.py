@@ -573,3 +573,20 @@ def test_belle2_variants_are_named_settings_and_pull_as_belle2() -> None:
     assert load_settings(environ={}).belle2_model == defaults.BELLE2_MODEL
     assert load_settings(environ={"BELLE2_MODEL_NAME": "acme/x"}).belle2_model == "acme/x"
     assert not resolve("acme/x", load_settings(environ={})).safetensors_only
+
+
+def test_a_belle2_worker_on_a_gpu_decodes_32_windows_unless_told() -> None:
+    """BELLE-2 in float16 fits 32 windows in 24 GB (scripts/bench_memory.py, docs/models.md); a set batch_size
+    wins, and on the CPU the shared default stays."""
+    from klipnote import defaults
+    from klipnote.config import load_settings
+    from klipnote.engines import create
+    from klipnote.job import Model
+
+    unset = load_settings(environ={})
+    assert create(Model.BELLE2, unset, device="cuda").batch_size == defaults.BELLE2_GPU_BATCH_SIZE == 32
+    assert create(Model.BELLE2, unset, device="cpu").batch_size == defaults.BATCH_SIZE
+    assert create(Model.BELLE2, load_settings(environ={"KLIPNOTE_BATCH_SIZE": "8"}), device="cuda").batch_size == 8
+    assert create(Model.BELLE2, load_settings({"batch_size": 4}, environ={}), device="cuda").batch_size == 4
+    assert create(Model.BELLE2, unset, device="cuda", batch_size=2).batch_size == 2
+    assert create(Model.WHISPERX, unset, device="cuda").batch_size == defaults.BATCH_SIZE

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from klipnote import defaults
 from klipnote.decoding import Decoding
 from klipnote.errors import KlipnoteError
 from klipnote.job import Lane, Model, Stage, ZhScript
@@ -66,6 +67,14 @@ class Engine(Protocol):
         """Whether ``exc`` means the accelerator ran out of memory (the batch is retried at half the size)."""
 
 
+def _belle2_batch_size(settings: Settings, device: str) -> int:
+    """batch_size where it was set; else, on a GPU, the batch that fits BELLE-2 in 24 GB, larger than the
+    shared default (sized for the whisperx engine's CTranslate2 model)."""
+    if device == "cuda" and settings.sources.get("batch_size") == "default":
+        return defaults.BELLE2_GPU_BATCH_SIZE
+    return settings.batch_size
+
+
 def create(model: Model, settings: Settings, *, device: str, batch_size: int | None = None) -> Engine:
     """The engine for ``model``, configured but not loaded."""
     if model is Model.WHISPERX:
@@ -75,5 +84,5 @@ def create(model: Model, settings: Settings, *, device: str, batch_size: int | N
     if model is Model.BELLE2:
         from klipnote.engines.belle2_engine import Belle2Engine
 
-        return Belle2Engine(settings, device=device, batch_size=batch_size or settings.batch_size)
+        return Belle2Engine(settings, device=device, batch_size=batch_size or _belle2_batch_size(settings, device))
     raise KlipnoteError(f"no engine called {model.value}: use whisperx or belle2")
