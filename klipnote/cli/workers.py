@@ -24,7 +24,8 @@ def worker(
     gpu: Annotated[Optional[int], typer.Option(min=0, help="Use only this GPU, numbered as nvidia-smi shows "
         "(sets CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER=PCI_BUS_ID).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
-        min=1, help="Audio windows decoded together; halved automatically on out-of-memory.")] = None,
+        min=1, help="Audio windows decoded together; halved automatically on out-of-memory. Default: "
+        "KLIPNOTE_BATCH_SIZE, else 16 (32 for belle2 on a GPU).")] = None,
     batch_jobs: Annotated[Optional[int], typer.Option(
         min=1, help="Waiting jobs claimed at once to share batches (a cron folder of short files fills them); "
         "1 runs one job at a time. Default: KLIPNOTE_BATCH_JOBS, else 16.")] = None,
