@@ -203,7 +203,9 @@ def test_flower_lists_the_live_workers_and_their_tasks_and_no_command_shows_the_
         tasks = wait_until(lambda: listed_workers(f"http://127.0.0.1:{port}/api/tasks", "klip:note"),
                            "Flower's tasks", 30)
         ran = [t for t in tasks.values() if t["name"] == "klipnote.transcribe" and t["state"] == "SUCCESS"]
-        assert sorted(job_id for t in ran for job_id in ids if job_id in t["args"]) == sorted(ids)
+        # every job's task, once or more: a task may be sent twice (submit and a worker's reconciler raced for its
+        # ticket), and the second finds the job done and is skipped
+        assert {job_id for t in ran for job_id in ids if job_id in t["args"]} == set(ids)
         shown = cli(spool_dir, env, "workers", "--json")
         assert shown.returncode == 0 and "redis://:********@127.0.0.1" in shown.stdout
         outputs = [shown.stdout + shown.stderr, cli(spool_dir, env, "config", "show").stdout,
