@@ -27,7 +27,7 @@ __all__ = ["redis_server"]  # the fixture
 
 
 def test_jobs_submitted_with_a_broker_run_once_each_on_celery_workers(redis_server, spool_dir, media, tmp_path):
-    env = broker_env(redis_server, tmp_path / "home", FAKE_WORK="0.2")
+    env = broker_env(redis_server, tmp_path / "home", KLIPNOTE_LEASE_TTL="10", FAKE_WORK="0.2")
     ids = submit(spool_dir, env, media["wav"], 6)
     workers = [start_broker_worker(spool_dir, f"w{n}", tmp_path / "hosts", env) for n in range(2)]
     try:
@@ -48,7 +48,7 @@ def test_jobs_submitted_with_a_broker_run_once_each_on_celery_workers(redis_serv
 
 
 def test_auto_routing_hands_a_mandarin_job_to_the_belle2_queue(redis_server, spool_dir, media, tmp_path):
-    env = broker_env(redis_server, tmp_path / "home", FAKE_WORK="0.1", FAKE_LANGUAGE="zh")
+    env = broker_env(redis_server, tmp_path / "home", KLIPNOTE_LEASE_TTL="10", FAKE_WORK="0.1", FAKE_LANGUAGE="zh")
     workers = [start_broker_worker(spool_dir, "wx", tmp_path / "hosts", env),
                start_broker_worker(spool_dir, "b2", tmp_path / "hosts", env, "--lanes", "belle2")]
     try:

@@ -222,7 +222,7 @@ def test_flower_lists_the_live_workers_and_their_tasks_and_no_command_shows_the_
 
 @pytest.mark.slow
 def test_two_hundred_jobs_over_three_workers_each_done_exactly_once(redis_server, spool_dir, media, tmp_path):
-    env = broker_env(redis_server, tmp_path / "home", FAKE_WORK="0")
+    env = broker_env(redis_server, tmp_path / "home", KLIPNOTE_LEASE_TTL="10", FAKE_WORK="0")
     spool = Spool(spool_dir).open()
     ids = submit(spool_dir, env, media["wav"], 200)
     workers = [start_broker_worker(spool_dir, f"w{n}", tmp_path / "hosts", env) for n in range(3)]

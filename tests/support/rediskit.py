@@ -34,7 +34,9 @@ from ..conftest import REPO
 T = TypeVar("T")
 
 BROKER_WORKER = Path(__file__).with_name("fake_broker_worker.py")
-#: Short leases so that fault tests run in seconds: a frozen or dead worker's job moves on within ~3 s.
+#: Short leases so that fault tests run in seconds: a frozen or dead worker's job moves on within ~3 s. Tests
+#: that inject no fault but count attempts take a longer lease, so that a heartbeat delayed on a loaded machine
+#: does not cost an attempt.
 FAST = {"KLIPNOTE_LEASE_TTL": "2", "KLIPNOTE_HEARTBEAT_INTERVAL": "0.2"}
 
 
