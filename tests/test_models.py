@@ -517,6 +517,17 @@ def pull_then_load(repo: Repo, home: Path, name: str | None) -> tuple[subprocess
                                   env=offline, check=False)
 
 
+def doctor_model_check(home: Path, name: str | None) -> dict:
+    """``klipnote doctor --model belle2``'s model check, offline, after :func:`pull_then_load`."""
+    env = {**os.environ, "HF_HOME": str(home / "hf"), "HF_HUB_OFFLINE": "1", "KLIPNOTE_MODEL_CACHE": str(home / "m"),
+           "HF_ENDPOINT": "http://127.0.0.1:9", **({"BELLE2_MODEL_NAME": name} if name else {})}
+    env.pop("KLIPNOTE_BELLE2_REVISION", None)
+    proc = subprocess.run([str(BELLE2_PYTHON), "-m", "klipnote", "--spool", str(home / "spool"), "doctor", "--model",
+                           "belle2", "--device", "cpu", "--json"], env=env, capture_output=True, text=True,
+                          timeout=600, check=False)
+    return next(c for c in json.loads(proc.stdout)["checks"] if c["name"] == "model")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not BELLE2_PYTHON.exists(), reason="the belle2 env (.venv-belle2) is not built")
 @pytest.mark.parametrize("name, repo_id, on_main", [
@@ -535,6 +546,9 @@ def test_each_named_belle2_model_is_pulled_then_loaded_offline(
     assert loaded.returncode == 0, loaded.stderr
     commit = repo.commit if on_main else repo.pulls[0].commit
     assert loaded.stdout.strip().splitlines()[-1] == f"{repo_id} {'main' if on_main else commit} [3, 4, 5]"
+    check = doctor_model_check(home, name)  # doctor looks where the worker loads: the pinned commit
+    assert check["outcome"] == "ok", check
+    assert check["found"].startswith(f"{repo_id} cached at {commit[:12]}; "), check
 
 
 @pytest.mark.slow
