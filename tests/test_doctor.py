@@ -226,7 +226,7 @@ def test_fails_in_the_wrong_environment_for_the_worker_kind(doctor: Doctor) -> N
     proc = doctor("--model", "belle2", "--device", "cpu", "--json")
     failing(proc, "torch", f"this environment has torch {torch}", "the belle2 worker needs torch < 2.6",
             "envs/cuda118/requirements.txt")
-    failing(proc, "packages", "pinned packages missing", "opencc-python-reimplemented",
+    failing(proc, "packages", "pinned packages missing", "silero-vad",
             f"pip install -r {REPO / 'envs/cuda118/requirements.txt'}")
     assert checks(proc)["device"]["outcome"] == "warn"
 
