@@ -624,7 +624,7 @@ def list_models(settings: Settings) -> tuple[list[Entry], list[str]]:
     scan = all_manifests()
     for m in scan.found:
         entries.append(Entry(m.name, m.source, m.folder, m.size, len(m.files), _state(m), m.repo_id, m.commit,
-                             m.verified_at))
+                             m.verified_at, extra={"pull_request": m.pull_request} if m.pull_request else {}))
     recorded = {(e.source, e.repo_id or e.name) for e in entries}
     for model in offline_models.OFFLINE_MODELS.values():
         folder = offline_models.model_folder(model)

@@ -199,6 +199,8 @@ def test_belle2_pull_takes_safetensors_from_the_conversion_bots_pull_request(
         assert sorted(hub.downloads(repo.repo_id)) == sorted(p for p in pinned.files if not p.endswith(".bin"))
         assert hub.downloads(repo.repo_id) == hub.downloads(repo.repo_id, pinned.commit)
         assert ok(cli("models", "verify", "belle2", python=python, **env)).stdout.startswith("ok    acme/belle-pickle")
+        [listed] = json.loads(ok(cli("models", "list", "--json", python=python, **env)).stdout)
+        assert (listed["commit"], listed["pull_request"]) == (pinned.commit, "refs/pr/4")
         assert "refs/pr/4" in ok(cli("models", "pull", "belle2", python=python, **env)).stdout  # again: same pin
 
         repo.pulls = [pull for pull in repo.pulls if pull.number != 4]  # only pull requests not to be taken left
