@@ -68,7 +68,7 @@ OPTIMIZER_ENGINE = "auto"
 #: Audio windows decoded together; halved on CUDA out-of-memory down to 1.
 BATCH_SIZE = 16
 #: The belle2 worker's batch on a GPU when batch_size is not set: BELLE-2 (large-v3, float16) needs about
-#: 13 GiB for 32 windows of 30 s by the formula of scripts/bench_memory.py (checked on the CPU against small
+#: 12.5 GiB for 32 windows of 30 s by the formula of scripts/bench_memory.py (checked on the CPU against small
 #: shapes), which leaves a 24 GB card room for the CUDA context and the allocator (docs/models.md).
 BELLE2_GPU_BATCH_SIZE = 32
 #: Waiting jobs a worker claims at once to share its batches (1: one job at a time). A cron folder of
