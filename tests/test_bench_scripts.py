@@ -70,7 +70,8 @@ def test_throughput(model_cache: Path, tmp_path: Path, corpus: Path) -> None:
                model_cache, tmp_path, corpus)
     data = results(out, "throughput")
     s2t = {"WhisperS2T"} if S2T_PYTHON.is_file() else set()  # its own environment, made by hand (docs/benchmarks.md)
-    assert set(data["results"]) == {"klipnote cold", "klipnote cold, align_model auto", "klipnote warm",
+    assert set(data["results"]) == {"klipnote cold", "klipnote cold (align_model auto)",
+                                    "klipnote cold (vad_method silero)", "klipnote warm",
                                     "whisperx CLI per file", "whisperx CLI all files", "faster-whisper floor"} | s2t
     for method, runs in data["results"].items():
         assert "country" in runs[0]["texts"][0].lower(), method  # every method really transcribed jfk.flac
