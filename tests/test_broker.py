@@ -43,7 +43,6 @@ def test_jobs_submitted_with_a_broker_run_once_each_on_celery_workers(redis_serv
         assert (spool.job_dir(job_id) / "transcript.srt").exists()
         assert not list(spool.job_dir(job_id).glob(".attempt-*"))
     assert spool.queue_lengths() == {"auto": 0, "whisperx": 0, "belle2": 0}
-    assert "ready" in (tmp_path / "hosts" / "w0" / "worker.log").read_text() or True
     assert os.listdir(spool.claimed) == []
 
 

@@ -262,6 +262,7 @@ def test_attempts_are_counted_across_hosts_and_capped(redis_server, spool_dir, m
     assert failed.attempt == 2
     assert failed.error is not None and failed.error.startswith("gave up after 2 attempts")
     assert commits(spool, job_id) == 0
+    assert not list(spool.job_dir(job_id).glob(".attempt-*"))  # the dead attempts' staging is cleared
 
 
 def test_sigterm_past_the_grace_hands_the_running_job_back_without_using_an_attempt(redis_server, spool_dir, media,

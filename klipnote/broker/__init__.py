@@ -15,5 +15,22 @@ With a ``redis://`` or ``rediss://`` URL the work divides so (docs/broker.md say
 - The worker is a Celery worker around the usual one (:mod:`klipnote.broker.worker`); its claims
   (:mod:`klipnote.broker.claim`) commit only after Redis says, atomically, that their token still holds.
 
-Modules import Celery and redis-py only when called: the core commands stay fast.
+Modules import Celery and redis-py only when called (through :func:`require`): the core commands stay fast.
 """
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from klipnote.errors import ConfigError
+
+
+def require(module: str) -> ModuleType:
+    """Import a package of the ``broker`` extra, or say in one line how to install it (not a traceback: the
+    ``broker`` setting is set on a host whose environment lacks the extra)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(f"the broker setting needs Celery and redis-py, which this environment lacks ({exc}): "
+                          "pip install -e '.[broker]' (scripts/bootstrap does it), or unset broker") from None

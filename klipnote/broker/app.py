@@ -50,10 +50,10 @@ def connection_url(url: str) -> str:
 
 def create(settings: Settings) -> Celery:
     """The Celery app for ``settings.broker`` (Celery is imported here: only broker mode pays for it)."""
-    from celery import Celery
+    from klipnote.broker import require
 
     assert settings.broker is not None
-    app = Celery("klipnote", broker=connection_url(settings.broker), set_as_current=False)
+    app: Celery = require("celery").Celery("klipnote", broker=connection_url(settings.broker), set_as_current=False)
     transport = {"visibility_timeout": visibility_timeout(settings)}
     app.conf.update(
         task_serializer="json",

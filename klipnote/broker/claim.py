@@ -18,7 +18,6 @@ From the shared storage it needs no lock and no mtime: files written whole, ``O_
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import secrets
@@ -83,18 +82,50 @@ def claim_job(spool: Spool, ledger: Ledger, dispatcher: Dispatcher, job_id: str,
         status.stage = status.worker = None
         with spool.io(f"failing job {job_id}"):
             spool.write_status(status)
+        clear_staging(spool.job_dir(job_id))  # every attempt's holder is dead: none of them can commit
     elif answer.outcome is ClaimOutcome.ENDED and answer.detail == JobState.CANCELED.value:
         _write_canceled(spool, job_id)  # the canceler stopped before recording it in the spool
     return None
 
 
 def _write_canceled(spool: Spool, job_id: str) -> None:
+    """Redis holds the job as canceled: the spool says so too. The staging of attempts is left to their holders
+    and to ``gc``: a live holder that has not noticed yet would find its folder gone under it."""
     with contextlib.suppress(KlipnoteError, OSError):
         status = spool.load_status(job_id)
         if status.state is not JobState.CANCELED:
-            status.state, status.finished_at, status.stage, status.worker = JobState.CANCELED, now(), None, None
-            status.message = "canceled"
-            spool.write_status(status)
+            _write_ended(spool, status, JobState.CANCELED, "canceled")
+
+
+def record_ended(spool: Spool, job_id: str, state: JobState) -> None:
+    """The reconciler found the job ended in Redis (canceled, or failed) while the spool says it runs: a claim's
+    write landed after a cancel, or its writer died before recording the end. A job the spool holds as queued is
+    left alone: a retry writes queued before its ticket revives the job in Redis."""
+    with contextlib.suppress(KlipnoteError, OSError):
+        status = spool.load_status(job_id)
+        if status.state is JobState.RUNNING:
+            _write_ended(spool, status, state, "canceled" if state is JobState.CANCELED else
+                         "failed: its worker ended it in the broker but did not record why (see the workers' logs)")
+
+
+def _write_ended(spool: Spool, status: Status, state: JobState, message: str) -> None:
+    status.state, status.finished_at, status.stage, status.worker = state, now(), None, None
+    status.message = message
+    if state is JobState.FAILED:
+        status.error = message
+    spool.write_status(status)
+
+
+def _mark_committed(job_dir: Path, staging: Path, token: str, mode: int) -> None:
+    """Create the write-once marker whole: written and synced under a temporary name, then linked into place
+    (``link`` is atomic and fails if the name exists, on NFS too), so no crash leaves an empty marker."""
+    temporary = job_dir / f"{COMMITTED}.{token}.tmp"
+    atomic_write_json(temporary, {"staging": staging.name, "token": token}, mode)
+    try:
+        os.link(temporary, job_dir / COMMITTED)
+    finally:
+        temporary.unlink(missing_ok=True)
+    fsync_dir(job_dir)
 
 
 def roll_forward(spool: Spool, job_id: str) -> bool:
@@ -146,6 +177,9 @@ class BrokerClaim(Claim):
         self._lost = threading.Event()
         self._stop = threading.Event()
         self._closed = False
+        self._committing = False  # the marker names output_dir: it must outlive this claim
+        self._ending = threading.RLock()  # finish, release and close: one at a time (the supervisor's release)
+        self._renewed = time.monotonic()  # the claim set the lease just now
         self._last_progress = 0.0
         self.output_dir.mkdir(mode=spool.dir_mode)
         self._beat = threading.Thread(target=self._heartbeat, name=f"lease-{manifest.id}", daemon=True)
@@ -154,7 +188,15 @@ class BrokerClaim(Claim):
     # ------------------------------------------------------------------ liveness
 
     def _renew(self) -> bool:
-        return self.ledger.renew(self.job_id, self.token, self.spool.lease_ttl, self.holder, self.attempt)
+        started = time.monotonic()
+        held = self.ledger.renew(self.job_id, self.token, self.spool.lease_ttl, self.holder, self.attempt)
+        if held:
+            self._renewed = started
+        return held
+
+    def _lease_lapsed(self) -> bool:
+        """No renewal for longer than a lease: another host may hold the job now, and this one cannot know."""
+        return time.monotonic() - self._renewed > self.spool.lease_ttl
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.spool.heartbeat_interval):
@@ -178,24 +220,43 @@ class BrokerClaim(Claim):
             return f"job {self.job_id} was canceled"
         return f"job {self.job_id} was taken back after this worker's lease ran out; its result is discarded"
 
-    def _verify_owned(self) -> None:
-        """The token still holds the job (asked of Redis now, not only at the last heartbeat)."""
+    def _may_write(self) -> bool:
+        """Before each write: the token still holds the job (asked of Redis now, not only at the last heartbeat),
+        or Redis cannot be asked and the lease has not run out since the last renewal; and the spool agrees (no
+        commit marker, the status still running with this attempt), so that a holder cut off from Redis never
+        writes over the job's next holder. False: Redis cannot be asked and the lease ran out, so another host
+        may hold the job; the write waits (the work goes on: after an outage of Redis itself the token still
+        holds, and the next renewal says so), and the commit asks Redis, which must answer."""
         if not self.lost:
             try:
-                if self._renew():
-                    return
-                self._lost.set()
+                held = self._renew()
             except BrokerUnavailable:
-                return  # cannot ask: carry on within the lease; the commit asks again and must be answered
-        raise ClaimLost(self._lost_reason())
+                if self._lease_lapsed():
+                    return False
+                held = True  # cannot ask: carry on within the lease
+            if held and self._spool_says_ours():
+                return True
+            self._lost.set()
+        reason = self._lost_reason()
+        if reason.endswith(" was canceled"):
+            _write_canceled(self.spool, self.job_id)  # a claim's first write may have landed over the cancel
+        raise ClaimLost(reason)
+
+    def _spool_says_ours(self) -> bool:
+        if (self.job_dir / COMMITTED).exists():
+            return False
+        current = self.spool.load_status(self.job_id)
+        return current.state is JobState.RUNNING and current.attempt == self.attempt
 
     # ------------------------------------------------------------------ reporting
 
     def update(self, **fields: Any) -> None:
         with self.spool.io(f"updating job {self.job_id}"):
-            self._verify_owned()
+            owned = self._may_write()
             for key, value in fields.items():
                 setattr(self.status, key, value)
+            if not owned:
+                return  # written with the next write that may be made
             self.spool.write_status(self.status)
         if self._is_canceled():  # canceled between the check and the write: put the canceled status back
             _write_canceled(self.spool, self.job_id)
@@ -225,9 +286,10 @@ class BrokerClaim(Claim):
     def finish(self, message: str = FINISH_MESSAGE, **fields: Any) -> Status:
         """Commit: the final status goes into the staging folder, Redis decides, the marker is created, the
         staged files are renamed into the job folder."""
-        try:
+        with self._ending, contextlib.ExitStack() as ending:
+            ending.callback(self.close)
             with self.spool.io(f"finishing job {self.job_id}"):
-                self._verify_owned()
+                self._may_write()  # a write that must wait goes ahead to the decision: Redis must answer it
                 outputs = sorted(p.name for p in self.output_dir.iterdir())
                 for key, value in {**fields, "outputs": outputs}.items():
                     setattr(self.status, key, value)
@@ -237,21 +299,17 @@ class BrokerClaim(Claim):
                 atomic_write_json(self.output_dir / STATUS, self.status.to_dict(), self.spool.file_mode)
                 self._decide(JobState.DONE)
                 try:
-                    fd = os.open(self.job_dir / COMMITTED, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.spool.file_mode)
+                    _mark_committed(self.job_dir, self.output_dir, self.token, self.spool.file_mode)
                 except FileExistsError:
                     raise ClaimLost(f"job {self.job_id} was already committed by another attempt; "
                                     "this result is discarded") from None
-                with os.fdopen(fd, "w") as fh:
-                    fh.write(json.dumps({"staging": self.output_dir.name, "token": self.token}) + "\n")
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                self._committing = True  # from here the staging is the job's: a failed rename leaves it to roll_forward
                 _promote(self.output_dir, self.job_dir)
                 return self.status
-        finally:
-            self.close()
 
     def fail(self, error: str, **fields: Any) -> Status:
-        try:
+        with self._ending, contextlib.ExitStack() as ending:
+            ending.callback(self.close)
             with self.spool.io(f"failing job {self.job_id}"):
                 self._decide(JobState.FAILED)
                 for key, value in fields.items():
@@ -261,12 +319,12 @@ class BrokerClaim(Claim):
                 self.spool.write_status(self.status)
                 clear_staging(self.job_dir)
                 return self.status
-        finally:
-            self.close()
 
     def release(self, reason: str, lane: Lane | None = None, **fields: Any) -> Status:
-        """Hand the job back without using up an attempt, to its lane or to ``lane`` (routing), and dispatch it."""
-        try:
+        """Hand the job back without using up an attempt, to its lane or to ``lane`` (routing), and dispatch it.
+        Called from the supervisor's thread at the end of the grace, it waits for a commit under way."""
+        with self._ending, contextlib.ExitStack() as ending:
+            ending.callback(self.close)
             with self.spool.io(f"handing back job {self.job_id}"):
                 if self.lost or not self.ledger.release(self.job_id, self.token):
                     self._lost.set()
@@ -283,16 +341,16 @@ class BrokerClaim(Claim):
                                                                self.attempt))
             self.dispatcher.dispatch_pending()  # the ticket waits if Redis is down now
             return self.status
-        finally:
-            self.close()
 
     def close(self) -> None:
         """Stop heartbeats and drop uncommitted outputs. Idempotent. A claim closed without finish, fail or
         release keeps its lease until it runs out; then a reconciler sends the job again (an attempt used)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stop.set()
-        if self._beat is not threading.current_thread():
-            self._beat.join()
-        shutil.rmtree(self.output_dir, ignore_errors=True)
+        with self._ending:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop.set()
+            if self._beat is not threading.current_thread():
+                self._beat.join()
+            if not self._committing:  # a commit Redis decided keeps its staging for roll_forward
+                shutil.rmtree(self.output_dir, ignore_errors=True)

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from klipnote import defaults
+from klipnote.broker.claim import COMMITTED, record_ended, roll_forward
+from klipnote.broker.ledger import LEASED
 from klipnote.errors import BrokerUnavailable, KlipnoteError
 from klipnote.job import JobState, Lane, now
 from klipnote.spool import Spool, Ticket
@@ -104,9 +106,13 @@ class Dispatcher:
             status = self.spool.load_status(ticket.job_id)
         except KlipnoteError:
             status = None
-        if status is not None and not status.state.terminal and self.ledger.may_dispatch(ticket.job_id, 0.0):
-            self.send(ticket.job_id, lane)
-            report.sent.append(ticket.job_id)
+        if status is not None and not status.state.terminal:
+            former = self.ledger.may_dispatch(ticket.job_id, 0.0, revive=True)
+            if former == LEASED:
+                return  # a retry just after a failure, whose holder's lease has not run out yet: a later pass
+            if former:
+                self.send(ticket.job_id, lane)
+                report.sent.append(ticket.job_id)
         path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ what Redis lost
@@ -128,27 +134,36 @@ class Dispatcher:
         try:
             entries = self.ledger.entries([s.id for s in waiting])
             for status in waiting:
-                if entries[status.id].leased or self.spool.find_tickets(status.id):
+                entry = entries[status.id]
+                if entry.leased or self.spool.find_tickets(status.id):
                     continue
                 if self._rolled_forward(status.id):
                     report.promoted.append(status.id)
                     continue
-                former = self.ledger.may_dispatch(status.id, defaults.BROKER_REDISPATCH_AFTER)
-                if not former:
+                if entry.state in (JobState.CANCELED.value, JobState.FAILED.value):
+                    self._record_ended(status.id, JobState(entry.state))
                     continue
-                if former == JobState.RUNNING.value:
+                marked = (self.spool.job_dir(status.id) / COMMITTED).exists()
+                former = self.ledger.may_dispatch(status.id, defaults.BROKER_REDISPATCH_AFTER, commit_lost=not marked)
+                if former in ("", LEASED):
+                    continue
+                if former in (JobState.RUNNING.value, JobState.DONE.value):
                     self._note_lost_lease(status.id)
                 self.send(status.id, status.lane)
                 report.resent.append(status.id)
-                log.warning("job %s dispatched again: %s", status.id,
-                            "its worker's lease ran out" if former == "running" else f"the broker held it as {former}")
+                log.warning("job %s dispatched again: %s", status.id, _why_again(former))
         except BrokerUnavailable as exc:
             report.error = str(exc)
         return report
 
-    def _rolled_forward(self, job_id: str) -> bool:
-        from klipnote.broker.claim import roll_forward
+    def _record_ended(self, job_id: str, state: JobState) -> None:
+        """Redis ended the job (a cancel, or its holder failed it or used up its attempts) but the spool does not
+        say so: a claim's write landed after the cancel, or the writer died before recording it. The spool is
+        told; the job is not dispatched again (only a retry's ticket may revive it)."""
+        with self.spool.io(f"recording job {job_id} as {state.value}"):
+            record_ended(self.spool, job_id, state)
 
+    def _rolled_forward(self, job_id: str) -> bool:
         try:
             return roll_forward(self.spool, job_id)
         except (KlipnoteError, OSError) as exc:
@@ -169,6 +184,14 @@ class Dispatcher:
                           f"{status.attempt}; dispatched again at {now():.0f}")
         with self.spool.io(f"requeuing job {job_id}"):
             self.spool.write_status(status)
+
+
+def _why_again(former: str) -> str:
+    if former == JobState.RUNNING.value:
+        return "its worker's lease ran out"
+    if former == JobState.DONE.value:
+        return "its worker died after the broker decided its commit, before marking it in the spool"
+    return f"the broker held it as {former}"
 
 
 def pending_warning(report: Report) -> str:

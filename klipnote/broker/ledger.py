@@ -52,7 +52,9 @@ return {{'claimed', tostring(n)}}
 """
 
 #: Does the claim with this token still hold the job? Adopts a job Redis lost. KEYS job, lease;
-#: ARGV token, lease_ms, holder, attempt. Returns 1 (held, lease renewed) or 0 (lost).
+#: ARGV token, lease_ms, holder, attempt. Returns 1 (held, lease renewed) or 0 (lost). A lease that ran out
+#: while the hash still names this token running (Redis was down longer than the lease, or restarted from its
+#: append-only file) is set again: no other claim can exist, since dispatching again removes the token first.
 _RENEW = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'state', 'running', 'token', ARGV[1], 'holder', ARGV[3], 'attempts', ARGV[4])
@@ -62,20 +64,24 @@ end
 if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'state') ~= 'running' then
   return 0
 end
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
+local held = redis.call('GET', KEYS[2])
+if held and held ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
-#: The commit decision (or a failure's): only the live holder's token ends the job. KEYS job, lease;
-#: ARGV token, final state, ttl_s, holder, attempt. A job Redis lost is ended by its holder. The lease is
-#: left to run out: while it lives, reconcilers leave the job's commit (the renames) to its holder.
+#: The commit decision (or a failure's): only the holder's token ends the job. KEYS job, lease;
+#: ARGV token, final state, ttl_s, holder, attempt. A job Redis lost is ended by its holder; a lease that ran
+#: out under a hash still naming this token is no other claim's (see _RENEW). Asked again after a lost reply,
+#: it answers 1 again. The lease is left to run out: while it lives, reconcilers leave the commit to its holder.
 _END = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'state') ~= 'running' then
-    return 0
-  end
-  if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+  local s = redis.call('HGET', KEYS[1], 'state')
+  if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
+  if s == ARGV[2] then return 1 end
+  if s ~= 'running' then return 0 end
+  local held = redis.call('GET', KEYS[2])
+  if held and held ~= ARGV[1] then return 0 end
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'token', ARGV[1], 'holder', ARGV[4], 'attempts', ARGV[5])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -104,12 +110,16 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 return s
 """
 
-#: May a task for this job be sent now? KEYS job, lease; ARGV now, redispatch_after. Returns the state it had
-#: ('new' for a job Redis does not know) or '' when it must not be sent: done, held by a live lease, or
-#: dispatched less than redispatch_after seconds ago (another reconciler sent it; it waits in its queue).
+#: May a task for this job be sent now? KEYS job, lease; ARGV now, redispatch_after, revive, commit_lost.
+#: Returns the state it had ('new' for a job Redis does not know), 'leased' when a live lease holds it, or ''
+#: when it must not be sent: dispatched less than redispatch_after seconds ago (another reconciler sent it; it
+#: waits in its queue), canceled or failed unless ``revive`` is 1 (a retry's ticket: the reconciler must not
+#: undo a cancel), done unless ``commit_lost`` is 1 (its holder died between the decision and the marker).
 _DISPATCH = """
 local s = redis.call('HGET', KEYS[1], 'state') or 'new'
-if s == 'done' or redis.call('EXISTS', KEYS[2]) == 1 then return '' end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 'leased' end
+if s == 'done' and ARGV[4] ~= '1' then return '' end
+if (s == 'canceled' or s == 'failed') and ARGV[3] ~= '1' then return '' end
 if s == 'queued' then
   local sent = tonumber(redis.call('HGET', KEYS[1], 'dispatched_at') or '0')
   if tonumber(ARGV[1]) - sent < tonumber(ARGV[2]) then return '' end
@@ -119,6 +129,9 @@ redis.call('HDEL', KEYS[1], 'token', 'holder')
 redis.call('PERSIST', KEYS[1])
 return s
 """
+
+#: What the dispatch script answers when a live lease holds the job.
+LEASED = "leased"
 
 
 class ClaimOutcome(str, enum.Enum):
@@ -156,9 +169,10 @@ class Ledger:
 
     @classmethod
     def connect(cls, url: str, timeout: float = defaults.BROKER_CONNECT_TIMEOUT) -> Ledger:
-        import redis
-
+        from klipnote.broker import require
         from klipnote.broker.app import connection_url
+
+        redis = require("redis")
 
         client = redis.Redis.from_url(connection_url(url), socket_connect_timeout=timeout,
                                       socket_timeout=max(timeout, 5.0), decode_responses=True, health_check_interval=30)
@@ -211,9 +225,12 @@ class Ledger:
         """Cancel the job in Redis: its holder's next heartbeat finds its token gone. Returns the state it had."""
         return str(self._run("cancel", job_id, defaults.BROKER_ENDED_TTL))
 
-    def may_dispatch(self, job_id: str, redispatch_after: float) -> str:
-        """Mark the job queued if a task may be sent for it now; its former state, or '' when it must not be."""
-        return str(self._run("dispatch", job_id, time.time(), redispatch_after))
+    def may_dispatch(self, job_id: str, redispatch_after: float, *, revive: bool = False,
+                     commit_lost: bool = False) -> str:
+        """Mark the job queued if a task may be sent for it now; its former state, :data:`LEASED`, or '' when
+        it must not be. ``revive``: a canceled or failed job may be queued again (a retry's ticket);
+        ``commit_lost``: a done job whose commit marker is missing may (its holder died after the decision)."""
+        return str(self._run("dispatch", job_id, time.time(), redispatch_after, int(revive), int(commit_lost)))
 
     def entries(self, job_ids: Sequence[str]) -> dict[str, JobEntry]:
         """What Redis knows of each job, in one round trip."""

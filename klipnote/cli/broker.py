@@ -57,9 +57,12 @@ def flower(
 
     The same as `celery --broker URL flower --address ADDRESS --port PORT`.
     """
+    from klipnote.broker.app import connection_url
+
     url = broker_of(session_of(ctx).settings)
     if basic_auth:
         os.environ["FLOWER_BASIC_AUTH"] = basic_auth  # not in argv, where `ps` shows it to every user
     render.error(f"flower on http://{address}:{port} for the broker {mask_url(url)}")
-    os.environ["CELERY_BROKER_URL"] = url  # not in argv either: it may hold the Redis password
+    # not in argv either (it may hold the Redis password); rediss:// asks for the server's certificate to be checked
+    os.environ["CELERY_BROKER_URL"] = connection_url(url)
     os.execv(sys.executable, [sys.executable, "-m", "celery", "flower", f"--address={address}", f"--port={port}"])

@@ -230,3 +230,13 @@ def get(url: str, auth: str | None = None) -> tuple[int, bytes]:
         return exc.code, b""
     except OSError:
         return 0, b""
+
+
+def start_relay(server: RedisServer) -> tuple[subprocess.Popen, str]:
+    """A relay process to ``server`` (:mod:`tests.support.tcp_relay`) and the broker URL through it: SIGKILL the
+    relay to cut one worker off from Redis while the others still reach it."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("tcp_relay.py")), str(port),
+                             str(server.port)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and "ready" in proc.stdout.readline()
+    return proc, server.url.replace(f":{server.port}/", f":{port}/")
