@@ -157,8 +157,8 @@ BROKER_SLOWEST_RTF = 4.0
 BROKER_VISIBILITY_MARGIN = 3600.0
 #: How long Redis keeps the record of a finished job (its spool folder keeps the job itself).
 BROKER_ENDED_TTL = 30 * 86400
-#: Seconds a dispatched job may wait in its queue before the reconciler dispatches it again: only a message lost
-#: between Redis and a worker is that late, so a real backlog is never sent twice.
+#: Seconds a dispatched job may wait in its queue before the reconciler dispatches it again (a message lost between
+#: Redis and a worker). A backlog longer than this gets its waiting jobs sent a second time; the claim runs one.
 BROKER_REDISPATCH_AFTER = 12 * 3600.0
 #: ``klipnote flower`` listens here unless told otherwise: this host only, since Flower can revoke tasks and
 #: shut workers down.
