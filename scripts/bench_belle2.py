@@ -207,7 +207,7 @@ def load_engine(model: Path, args: argparse.Namespace) -> Runner:
     from klipnote.engines import JobOptions, batching, create
     from klipnote.job import Model
 
-    settings = load_settings({"belle2_model": str(model), "zh_script": "simplified"})
+    settings = load_settings({"belle2_model": str(model)})
     engine = create(Model.BELLE2, settings, device=args.device, batch_size=args.batch_size)
     started = time.perf_counter()
     engine.load()
@@ -220,7 +220,7 @@ def load_engine(model: Path, args: argparse.Namespace) -> Runner:
     config = engine._model.generation_config  # what generate() falls back to
     return Runner("engine", load_s, run, {
         "num_beams": config.num_beams or 1, "dtype": engine.dtype_name, "batch_size": engine.batch_size,
-        "windows": "Silero VAD, packed <= 30 s", "zh_script": engine.zh_script,
+        "windows": "Silero VAD, packed <= 30 s", "zh_script": "original (the worker converts after the engine)",
     })
 
 
