@@ -21,13 +21,8 @@ def cancel(spool: Spool, job_id: str) -> Status:
     """Cancel a queued or running job; a running worker notices at its next heartbeat."""
     with spool.io(f"canceling {job_id}"), spool.state_lock(job_id):
         status = spool.load_status(job_id)
-        if status.state is JobState.CANCELED:
+        if not mark_canceled(status):
             return status
-        if status.state.terminal:
-            raise KlipnoteError(f"job {job_id} is already {status.state.value}; nothing to cancel")
-        status.state = JobState.CANCELED
-        status.finished_at = now()
-        status.message = f"canceled by {user_at_host()}"
         spool.write_status(status)
         for ticket in spool.find_tickets(job_id):
             ticket.unlink(missing_ok=True)
@@ -38,19 +33,35 @@ def retry(spool: Spool, job_id: str) -> Status:
     """Queue a failed or canceled job again, with a fresh allowance of attempts."""
     with spool.io(f"retrying {job_id}"), spool.state_lock(job_id):
         status = spool.load_status(job_id)
-        if not status.state.terminal or status.state is JobState.DONE:
-            raise KlipnoteError(
-                f"job {job_id} is {status.state.value}; only failed or canceled jobs can be retried"
-            )
+        mark_retried(status, spool.max_attempts)
         manifest = spool.manifest(job_id)
         spool.create_empty(spool.queued_path(status.lane, manifest.priority, job_id, status.attempt + 1))
-        status.state = JobState.QUEUED
-        status.attempt_limit = status.attempt + spool.max_attempts
-        status.stage, status.progress, status.error, status.worker = None, 0.0, None, None
-        status.started_at = status.finished_at = None
-        status.message = "queued again by retry"
         spool.write_status(status)
         return status
+
+
+def mark_canceled(status: Status) -> bool:
+    """The status change of a cancel, in memory (spool and broker mode write it each their way); False when the
+    job was canceled already. A job that ended otherwise cannot be canceled."""
+    if status.state is JobState.CANCELED:
+        return False
+    if status.state.terminal:
+        raise KlipnoteError(f"job {status.id} is already {status.state.value}; nothing to cancel")
+    status.state, status.finished_at, status.stage = JobState.CANCELED, now(), None
+    status.message = f"canceled by {user_at_host()}"
+    return True
+
+
+def mark_retried(status: Status, max_attempts: int) -> None:
+    """The status change of a retry, in memory: queued again with ``max_attempts`` more attempts. Only a failed
+    or canceled job can be retried."""
+    if not status.state.terminal or status.state is JobState.DONE:
+        raise KlipnoteError(f"job {status.id} is {status.state.value}; only failed or canceled jobs can be retried")
+    status.state = JobState.QUEUED
+    status.attempt_limit = status.attempt + max_attempts
+    status.stage, status.progress, status.error, status.worker = None, 0.0, None, None
+    status.started_at = status.finished_at = None
+    status.message = "queued again by retry"
 
 
 def wait_for(

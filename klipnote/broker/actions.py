@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from klipnote.actions import mark_canceled, mark_retried
 from klipnote.broker.dispatch import Dispatcher, Report, pending_warning
 from klipnote.config import Settings
 from klipnote.errors import BrokerUnavailable, KlipnoteError
-from klipnote.job import JobState, Status, now
-from klipnote.spool import Spool, user_at_host
+from klipnote.job import JobState, Status
+from klipnote.spool import Spool
 
 
 def dispatch(spool: Spool, settings: Settings, *, reconcile: bool = False) -> Report:
@@ -39,14 +40,12 @@ def cancel(spool: Spool, settings: Settings, job_id: str) -> Status:
 
     assert settings.broker is not None
     status = spool.load_status(job_id)
-    if status.state is JobState.CANCELED:
+    if not mark_canceled(status):
         return status
-    if status.state.terminal:
-        raise KlipnoteError(f"job {job_id} is already {status.state.value}; nothing to cancel")
     try:
         former = Ledger.connect(settings.broker).cancel(job_id)
     except BrokerUnavailable:
-        if status.state is JobState.RUNNING:
+        if spool.load_status(job_id).state is JobState.RUNNING:
             raise
         former = None
     if former == JobState.DONE.value:
@@ -55,24 +54,18 @@ def cancel(spool: Spool, settings: Settings, job_id: str) -> Status:
         for ticket in spool.find_tickets(job_id):
             ticket.unlink(missing_ok=True)
         status = spool.load_status(job_id)
-        status.state, status.finished_at, status.stage = JobState.CANCELED, now(), None
-        status.message = f"canceled by {user_at_host()}"
-        spool.write_status(status)
+        if mark_canceled(status):
+            spool.write_status(status)
     return status  # the running worker drops its own staging when it notices; gc removes what dead ones left
 
 
 def retry(spool: Spool, settings: Settings, job_id: str) -> Status:
-    """Queue a failed or canceled job again, with a fresh allowance of attempts, and dispatch it."""
+    """Queue a failed or canceled job again, with a fresh allowance of attempts, and dispatch it (its ticket
+    revives the job in Redis)."""
     status = spool.load_status(job_id)
-    if not status.state.terminal or status.state is JobState.DONE:
-        raise KlipnoteError(f"job {job_id} is {status.state.value}; only failed or canceled jobs can be retried")
+    mark_retried(status, spool.max_attempts)
     with spool.io(f"retrying {job_id}"):
         manifest = spool.manifest(job_id)
-        status.state = JobState.QUEUED
-        status.attempt_limit = status.attempt + spool.max_attempts
-        status.stage, status.progress, status.error, status.worker = None, 0.0, None, None
-        status.started_at = status.finished_at = None
-        status.message = "queued again by retry"
         spool.write_status(status)
         spool.create_empty(spool.queued_path(status.lane, manifest.priority, job_id, status.attempt + 1))
     dispatch(spool, settings)  # the ticket waits for a later dispatch if Redis is down

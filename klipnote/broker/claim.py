@@ -237,10 +237,9 @@ class BrokerClaim(Claim):
             if held and self._spool_says_ours():
                 return True
             self._lost.set()
-        reason = self._lost_reason()
-        if reason.endswith(" was canceled"):
+        if self._is_canceled():
             _write_canceled(self.spool, self.job_id)  # a claim's first write may have landed over the cancel
-        raise ClaimLost(reason)
+        raise ClaimLost(self._lost_reason())
 
     def _spool_says_ours(self) -> bool:
         if (self.job_dir / COMMITTED).exists():
