@@ -67,6 +67,21 @@ def test_auto_routing_hands_a_mandarin_job_to_the_belle2_queue(redis_server, spo
     assert celery_log.count("Task klipnote.transcribe[") >= 2
 
 
+def test_an_urgent_job_overtakes_the_tasks_already_waiting_in_its_queue(redis_server, spool_dir, media, tmp_path):
+    env = broker_env(redis_server, tmp_path / "home", KLIPNOTE_LEASE_TTL="10", FAKE_WORK="0.1")
+    waiting = submit(spool_dir, env, media["wav"], 3, "--priority", "-5")  # sent first, into the queue
+    (urgent,) = submit(spool_dir, env, media["wav"], 1, "--priority", "5")
+    worker = start_broker_worker(spool_dir, "w0", tmp_path / "hosts", env)
+    try:
+        waited = cli(spool_dir, env, "wait", "--timeout", "60", urgent, *waiting)
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+    finally:
+        stop(worker)
+    spool = Spool(spool_dir).open()
+    started = {job_id: spool.load_status(job_id).started_at for job_id in (urgent, *waiting)}
+    assert min(started, key=lambda job_id: started[job_id]) == urgent, started
+
+
 def test_retry_in_broker_mode_queues_a_canceled_job_again_and_it_runs(redis_server, spool_dir, media, tmp_path):
     env = broker_env(redis_server, tmp_path / "home", FAKE_WORK="0.1")
     (job_id,) = submit(spool_dir, env, media["wav"], 1)

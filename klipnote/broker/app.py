@@ -39,6 +39,16 @@ def queues(lanes: tuple[Lane, ...]) -> list[str]:
     return [lane.value for lane in lanes]
 
 
+def celery_priority(priority: int) -> int:
+    """A job's priority (-9..9, higher first) as a Redis message priority (0..9, lower first: kombu keeps one
+    list per step and reads them in order), so that an urgent job overtakes the tasks already waiting."""
+    return (defaults.PRIORITY_MAX - priority) * (PRIORITY_STEPS - 1) // (defaults.PRIORITY_MAX - defaults.PRIORITY_MIN)
+
+
+#: Message priorities, one list per step in each queue: one step for each two of klipnote's nineteen priorities.
+PRIORITY_STEPS = 10
+
+
 def connection_url(url: str) -> str:
     """The broker URL as Celery and redis-py get it: a ``rediss://`` URL that does not say how to check the
     server's certificate asks for it to be checked (``ssl_cert_reqs=required``); Celery refuses one that
@@ -54,7 +64,8 @@ def create(settings: Settings) -> Celery:
 
     assert settings.broker is not None
     app: Celery = require("celery").Celery("klipnote", broker=connection_url(settings.broker), set_as_current=False)
-    transport = {"visibility_timeout": visibility_timeout(settings)}
+    transport = {"visibility_timeout": visibility_timeout(settings), "priority_steps": list(range(PRIORITY_STEPS)),
+                 "queue_order_strategy": "priority"}
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],

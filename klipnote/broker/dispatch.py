@@ -58,14 +58,15 @@ class Dispatcher:
         self.ledger = ledger or Ledger.connect(settings.broker)
         self.app = app or celery_app.create(settings)
 
-    def send(self, job_id: str, lane: Lane) -> None:
-        """One task for the job on the lane's queue (no retries here: a failure leaves the ticket to a later pass)."""
+    def send(self, job_id: str, lane: Lane, priority: int) -> None:
+        """One task for the job on the lane's queue, at its priority (no retries here: a failure leaves the ticket
+        to a later pass)."""
         from kombu.exceptions import OperationalError
 
-        from klipnote.broker.app import TASK
+        from klipnote.broker.app import TASK, celery_priority
 
         try:
-            self.app.send_task(TASK, args=[job_id], queue=lane.value, retry=False)
+            self.app.send_task(TASK, args=[job_id], queue=lane.value, priority=celery_priority(priority), retry=False)
         except (OperationalError, OSError) as exc:
             raise BrokerUnavailable(f"sending job {job_id}: the broker cannot be reached ({exc})") from None
 
@@ -111,7 +112,7 @@ class Dispatcher:
             if former == LEASED:
                 return  # a retry just after a failure, whose holder's lease has not run out yet: a later pass
             if former:
-                self.send(ticket.job_id, lane)
+                self.send(ticket.job_id, lane, defaults.PRIORITY_MAX - ticket.priority_key)
                 report.sent.append(ticket.job_id)
         path.unlink(missing_ok=True)
 
@@ -149,7 +150,7 @@ class Dispatcher:
                     continue
                 if former in (JobState.RUNNING.value, JobState.DONE.value):
                     self._note_lost_lease(status.id)
-                self.send(status.id, status.lane)
+                self.send(status.id, status.lane, self._priority(status.id))
                 report.resent.append(status.id)
                 log.warning("job %s dispatched again: %s", status.id, _why_again(former))
         except BrokerUnavailable as exc:
@@ -162,6 +163,12 @@ class Dispatcher:
         told; the job is not dispatched again (only a retry's ticket may revive it)."""
         with self.spool.io(f"recording job {job_id} as {state.value}"):
             record_ended(self.spool, job_id, state)
+
+    def _priority(self, job_id: str) -> int:
+        try:
+            return self.spool.manifest(job_id).priority
+        except (OSError, ValueError):
+            return defaults.PRIORITY_DEFAULT
 
     def _rolled_forward(self, job_id: str) -> bool:
         try:
