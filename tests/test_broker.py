@@ -20,6 +20,7 @@ from .support.rediskit import (
     start_broker_worker,
     stop,
     submit,
+    wait_all,
     wait_until,
 )
 
@@ -31,8 +32,7 @@ def test_jobs_submitted_with_a_broker_run_once_each_on_celery_workers(redis_serv
     ids = submit(spool_dir, env, media["wav"], 6)
     workers = [start_broker_worker(spool_dir, f"w{n}", tmp_path / "hosts", env) for n in range(2)]
     try:
-        waited = cli(spool_dir, env, "wait", "--timeout", "90", *ids)
-        assert waited.returncode == 0, waited.stdout + waited.stderr
+        wait_all(spool_dir, env, ids, timeout=90)
     finally:
         stop(*workers)
     spool = Spool(spool_dir).open()
@@ -52,8 +52,7 @@ def test_auto_routing_hands_a_mandarin_job_to_the_belle2_queue(redis_server, spo
                start_broker_worker(spool_dir, "b2", tmp_path / "hosts", env, "--lanes", "belle2")]
     try:
         ids = submit(spool_dir, env, media["wav"], 2)  # no language hint: auto, heard by the whisperx worker
-        waited = cli(spool_dir, env, "wait", "--timeout", "90", *ids)
-        assert waited.returncode == 0, waited.stdout + waited.stderr
+        wait_all(spool_dir, env, ids, timeout=90)
     finally:
         stop(*workers)
     spool = Spool(spool_dir).open()
@@ -73,8 +72,7 @@ def test_an_urgent_job_overtakes_the_tasks_already_waiting_in_its_queue(redis_se
     (urgent,) = submit(spool_dir, env, media["wav"], 1, "--priority", "5")
     worker = start_broker_worker(spool_dir, "w0", tmp_path / "hosts", env)
     try:
-        waited = cli(spool_dir, env, "wait", "--timeout", "60", urgent, *waiting)
-        assert waited.returncode == 0, waited.stdout + waited.stderr
+        wait_all(spool_dir, env, [urgent, *waiting], timeout=60)
     finally:
         stop(worker)
     spool = Spool(spool_dir).open()
@@ -92,8 +90,7 @@ def test_retry_in_broker_mode_queues_a_canceled_job_again_and_it_runs(redis_serv
     try:
         again = cli(spool_dir, env, "retry", job_id)
         assert again.returncode == 0, again.stderr
-        waited = cli(spool_dir, env, "wait", "--timeout", "60", job_id)
-        assert waited.returncode == 0, waited.stdout + waited.stderr
+        wait_all(spool_dir, env, [job_id], timeout=60)
     finally:
         stop(worker)
     assert commits(spool, job_id) == 1
@@ -112,8 +109,7 @@ def test_a_rediss_url_with_a_password_runs_jobs_over_tls_and_checks_the_servers_
         worker = start_broker_worker(spool_dir, "w0", tmp_path / "hosts", env)
         try:
             ids += submit(spool_dir, env, media["wav"], 1)
-            waited = cli(spool_dir, env, "wait", "--timeout", "60", *ids)
-            assert waited.returncode == 0, waited.stdout + waited.stderr
+            wait_all(spool_dir, env, ids, timeout=60)
         finally:
             stop(worker)
     finally:
@@ -160,8 +156,7 @@ def test_the_belle2_environment_runs_a_celery_worker_on_the_belle2_queue(redis_s
     worker = start_broker_worker(spool_dir, "b2", tmp_path / "hosts", env, "--lanes", "belle2")
     try:
         ids = submit(spool_dir, env, media["wav"], 2, "--model", "belle2")
-        waited = cli(spool_dir, env, "wait", "--timeout", "60", *ids)
-        assert waited.returncode == 0, waited.stdout + waited.stderr
+        wait_all(spool_dir, env, ids, timeout=60)
     finally:
         stop(worker)
     spool = Spool(spool_dir).open()

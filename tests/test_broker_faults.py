@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -29,6 +28,7 @@ from .support.rediskit import (
     start_broker_worker,
     stop,
     submit,
+    wait_all,
     wait_until,
 )
 from .support.spoolkit import job_log
@@ -49,13 +49,6 @@ def all_done_once(spool: Spool, ids: list[str]) -> dict[str, int]:
         assert not list(spool.job_dir(job_id).glob(".attempt-*")), job_id
         attempts[job_id] = status.attempt
     return attempts
-
-
-def wait_all(spool_dir: Path, env: dict[str, str], ids: list[str], timeout: int = 240) -> float:
-    began = time.monotonic()
-    done = cli(spool_dir, env, "wait", "--timeout", str(timeout), *ids, timeout=timeout + 30)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    return time.monotonic() - began
 
 
 def test_submit_while_redis_is_down_records_the_job_and_dispatch_catches_up(spool_dir, media, tmp_path):

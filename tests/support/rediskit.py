@@ -117,6 +117,14 @@ def cli(spool_dir: Path, env: dict[str, str], *args: str, timeout: float = 120) 
                           text=True, env=env, timeout=timeout, check=False)
 
 
+def wait_all(spool_dir: Path, env: dict[str, str], ids: list[str], timeout: int = 240) -> float:
+    """``klipnote wait`` on ``ids`` until every job ended, which must be done; the seconds it took."""
+    began = time.monotonic()
+    done = cli(spool_dir, env, "wait", "--timeout", str(timeout), *ids, timeout=timeout + 30)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return time.monotonic() - began
+
+
 def submit(spool_dir: Path, env: dict[str, str], source: Path, count: int, *extra: str) -> list[str]:
     """Submit ``source`` ``count`` times with the real CLI; the job ids."""
     done = cli(spool_dir, env, "submit", "--json", *extra, *[str(source)] * count)
