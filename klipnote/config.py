@@ -128,7 +128,7 @@ class VadMethod(str, Enum):
 
 
 class ComputeType(str, Enum):
-    """Precision of the whisperx model; ``auto``: float16 on cuda, int8 on cpu."""
+    """Precision of a worker's model; ``auto``: float16 on cuda, int8 on cpu (either engine)."""
 
     AUTO = "auto"
     FLOAT16 = "float16"
@@ -136,6 +136,12 @@ class ComputeType(str, Enum):
     INT8 = "int8"
     INT8_FLOAT16 = "int8_float16"
     BFLOAT16 = "bfloat16"
+
+    def on(self, device: str) -> ComputeType:
+        """The precision a model on ``device`` runs at: ``auto`` resolved, any other value as given."""
+        if self is not ComputeType.AUTO:
+            return self
+        return ComputeType.FLOAT16 if device == "cuda" else ComputeType.INT8
 
 
 E = TypeVar("E", bound=Enum)
@@ -261,8 +267,8 @@ SETTINGS: tuple[Setting, ...] = (
             "where workers run models: auto, cuda or cpu"),
     Setting("compute_type", _choice(ComputeType),
             defaults.COMPUTE_TYPE, ("WHISPER_COMPUTE_TYPE",),
-            "precision of the whisperx model: auto (float16 on cuda, int8 on cpu), float16, float32, int8, "
-            "int8_float16 or bfloat16"),
+            "precision of the worker's model: auto (float16 on cuda, int8 on cpu), float16, float32, int8, "
+            "int8_float16 (whisperx only) or bfloat16"),
     Setting("batch_size", _positive_int, defaults.BATCH_SIZE, ("KLIPNOTE_BATCH_SIZE",),
             "audio windows decoded together (unset: 32 for a belle2 worker on a GPU)"),
     Setting("batch_jobs", _positive_int, defaults.BATCH_JOBS, ("KLIPNOTE_BATCH_JOBS",),

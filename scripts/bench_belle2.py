@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """klipnote's belle2 engine next to the transformers ASR pipeline it replaces: same checkpoint, same audio, one run.
 
-Two methods, each in a process of its own (so that each peak RSS is its own), loaded once (load
+Three methods, each in a process of its own (so that each peak RSS is its own), loaded once (load
 time reported apart), warmed up once on the short ``zh.wav``, then timed ``--repeat`` times per
 input file (the median is reported):
 
 * ``engine``: ``klipnote.engines.create(Model.BELLE2, settings, device=..., batch_size=...)``,
   ``.load()``, ``klipnote.engines.batching.transcribe(engine, audio, JobOptions(), progress)``:
   Silero VAD windows cut at pauses, packed up to 30 s, batched ``generate`` with timestamps (SDPA,
-  no attention kept), character times from one teacher-forced pass over the alignment heads, OpenCC
-  to Simplified;
+  no attention kept), character times from one teacher-forced pass over the alignment heads; at
+  the engine's default precision (``compute_type = auto``: float16 on cuda; on cpu int8, the
+  decoder's per-step layers quantized dynamically);
+* ``engine float32``: the same with ``compute_type = float32`` on cpu (float16 on cuda), the
+  pipeline's precision: it shows how much of the engine's speed its precision gives;
 * ``pipeline``: what the replaced service ran, ``transformers.pipeline("automatic-speech-recognition",
   model=CHECKPOINT, chunk_length_s=30, batch_size=..., return_timestamps=True,
   generate_kwargs={"language": "zh", "task": "transcribe"})``: blind 30 s chunks with 5 s strides
@@ -21,8 +24,8 @@ input file (the median is reported):
   the pipeline the engine's decoding for a like-for-like speed comparison (and is the practical
   choice on cpu: beam 5 took about 20x longer there, and over 17 minutes on ``whole-earth``).
 
-Both get the same float32 samples (``klipnote.audio.decode``, 16 kHz mono) and the same dtype
-(float16 on cuda, float32 on cpu, as the engine chooses). The methods run one after the other, each
+All get the same float32 samples (``klipnote.audio.decode``, 16 kHz mono); the pipeline and
+``engine float32`` the same dtype (float16 on cuda, float32 on cpu). The methods run one after the other, each
 in a fresh process of this script (``--methods NAME``, results handed back as JSON), in the order
 given. Torch CPU threads: the table shows what each method ran with (importing ``silero_vad`` sets
 one thread; the engine restores the count itself), and ``--threads N`` sets N for every method
@@ -92,12 +95,9 @@ sys.path.insert(0, str(REPO))  # klipnote from this checkout, and the helpers in
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub: fail fast instead of retrying
 
 from klipnote.audio import SAMPLE_RATE, decode
-from tests.support.speech import REPEATS, long_mandarin
+from tests.support.speech import REPEATS, long_mandarin, zh_cer
 
-#: The long Mandarin input, as tests/test_belle2.py builds it.
-ZH = "开放时间早上9点至下午5点"
-ZH_ALSO = "开放时间早上九点至下午五点"
-METHODS = ("engine", "pipeline")
+METHODS = ("engine", "engine float32", "pipeline")
 SHOWN_SEGMENTS = 3
 
 Segments = list[tuple[float | None, float | None, str]]  # the pipeline can leave either time None
@@ -107,7 +107,7 @@ Segments = list[tuple[float | None, float | None, str]]  # the pipeline can leav
 class Input:
     name: str
     audio: np.ndarray
-    reference: str | None = None  # known text (zh-long only)
+    zh_copies: int = 0  # how many times it says zh.wav's sentence (zh-long only), for the CER
 
     @property
     def duration(self) -> float:
@@ -188,7 +188,7 @@ def inputs(args: argparse.Namespace, scratch: Path) -> list[Input]:
     if args.files:
         return [Input(path.name, decode(path)) for path in args.files]
     return [
-        Input("zh-long", decode(long_mandarin(args.corpus, scratch / "zh-long.wav")), ZH * REPEATS),
+        Input("zh-long", decode(long_mandarin(args.corpus, scratch / "zh-long.wav")), REPEATS),
         Input("whole-earth", decode(args.corpus / "whole-earth.wav")),
     ]
 
@@ -202,12 +202,12 @@ def _dtype(device: str) -> Any:
     return torch.float16 if device == "cuda" else torch.float32  # what Belle2Engine picks
 
 
-def load_engine(model: Path, args: argparse.Namespace) -> Runner:
+def load_engine(model: Path, args: argparse.Namespace, compute_type: str = "auto") -> Runner:
     from klipnote.config import load_settings
     from klipnote.engines import JobOptions, batching, create
     from klipnote.job import Model
 
-    settings = load_settings({"belle2_model": str(model)})
+    settings = load_settings({"belle2_model": str(model), "compute_type": compute_type})
     engine = create(Model.BELLE2, settings, device=args.device, batch_size=args.batch_size)
     started = time.perf_counter()
     engine.load()
@@ -218,8 +218,8 @@ def load_engine(model: Path, args: argparse.Namespace) -> Runner:
         return [(s.start, s.end, s.text) for s in transcript.segments]
 
     config = engine._model.generation_config  # what generate() falls back to
-    return Runner("engine", load_s, run, {
-        "num_beams": config.num_beams or 1, "dtype": engine.dtype_name, "batch_size": engine.batch_size,
+    return Runner("engine" if compute_type == "auto" else f"engine {compute_type}", load_s, run, {
+        "num_beams": config.num_beams or 1, "dtype": engine.compute_type.value, "batch_size": engine.batch_size,
         "windows": "Silero VAD, packed <= 30 s", "zh_script": "original (the worker converts after the engine)",
     })
 
@@ -252,7 +252,11 @@ def _seconds(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-LOADERS = {"engine": load_engine, "pipeline": load_pipeline}
+def load_engine_like_pipeline(model: Path, args: argparse.Namespace) -> Runner:
+    return load_engine(model, args, "float16" if args.device == "cuda" else "float32")
+
+
+LOADERS = {"engine": load_engine, "engine float32": load_engine_like_pipeline, "pipeline": load_pipeline}
 
 
 # ---------------------------------------------------------------------------------------------- measuring
@@ -263,12 +267,6 @@ def _sync(device: str) -> None:
         import torch
 
         torch.cuda.synchronize()
-
-
-def best_cer(reference: str, text: str) -> float:
-    from tests.support.textmetrics import cer
-
-    return min(cer(ref, text) for ref in (reference, reference.replace(ZH, ZH_ALSO)))
 
 
 def to_simplified(text: str) -> str:
@@ -311,8 +309,8 @@ def measure(runner: Runner, files: list[Input], warmup: np.ndarray, repeat: int,
         text = "".join(t for _, _, t in segments)
         result = Result(item.name, runner.name, item.duration, walls, cpus,
                         segments, text, extra=check(segments, item.duration))
-        if item.reference:
-            result.cer = best_cer(item.reference, to_simplified(text))
+        if item.zh_copies:
+            result.cer = zh_cer(to_simplified(text), item.zh_copies)
         results.append(result)
         print(f"  {runner.name} {item.name}: {result.wall:.2f} s (runs {', '.join(f'{w:.2f}' for w in walls)})",
               file=sys.stderr, flush=True)
@@ -363,18 +361,20 @@ def report(results: list[Result], methods: dict[str, dict[str, Any]], args: argp
     by_file: dict[str, dict[str, Result]] = {}
     for r in results:
         by_file.setdefault(r.file, {})[r.method] = r
-    for file, pair in by_file.items():
-        if {"engine", "pipeline"} <= pair.keys():
-            ratio = pair["pipeline"].wall / pair["engine"].wall
-            lines.append(f"- {file}: engine {pair['engine'].wall:.2f} s, pipeline {pair['pipeline'].wall:.2f} s: "
-                         f"engine is {ratio:.2f}x the pipeline's speed"
-                         + (" (faster)" if ratio > 1 else " (slower)")
-                         + f"; CPU seconds {pair['engine'].cpu:.1f} and {pair['pipeline'].cpu:.1f}: "
-                         f"{pair['pipeline'].cpu / pair['engine'].cpu:.2f}x")
-    if {"engine", "pipeline"} <= methods.keys():
-        engine, pipeline = methods["engine"]["peak_rss_mib"], methods["pipeline"]["peak_rss_mib"]
-        lines.append(f"- peak RSS: engine {engine:.0f} MiB, pipeline {pipeline:.0f} MiB: "
-                     f"engine is {engine / pipeline:.2f}x the pipeline's")
+    engines = [name for name in methods if name.startswith("engine")]
+    for file, row in by_file.items():
+        for name in engines:
+            if {name, "pipeline"} <= row.keys():
+                ours, theirs = row[name], row["pipeline"]
+                ratio = theirs.wall / ours.wall
+                lines.append(f"- {file}: {name} {ours.wall:.2f} s, pipeline {theirs.wall:.2f} s: {name} is "
+                             f"{ratio:.2f}x the pipeline's speed" + (" (faster)" if ratio > 1 else " (slower)")
+                             + f"; CPU seconds {ours.cpu:.1f} and {theirs.cpu:.1f}: {theirs.cpu / ours.cpu:.2f}x")
+    for name in engines:
+        if "pipeline" in methods:
+            ours, theirs = methods[name]["peak_rss_mib"], methods["pipeline"]["peak_rss_mib"]
+            lines.append(f"- peak RSS: {name} {ours:.0f} MiB, pipeline {theirs:.0f} MiB: "
+                         f"{name} is {ours / theirs:.2f}x the pipeline's")
     return "\n".join(lines)
 
 

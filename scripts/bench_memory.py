@@ -166,7 +166,8 @@ def measure(shape: Shape, batch: int, positions: int, cache: Path) -> dict[str, 
 
     folder = build_checkpoint(LARGE_V3, cache / f"memory-{shape.name}", cache, heads=shape.head_pairs(),
                               **shape.dims())
-    engine: Any = create(Model.BELLE2, load_settings({"belle2_model": str(folder)}), device="cpu", batch_size=batch)
+    settings = load_settings({"belle2_model": str(folder), "compute_type": "float32"})  # the formula's precision
+    engine: Any = create(Model.BELLE2, settings, device="cpu", batch_size=batch)
     engine.load()
     engine._model.generation_config.max_length = positions
     with torch.inference_mode():  # every weight read once: safetensors are mapped, and pages not yet read would

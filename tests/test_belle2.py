@@ -17,18 +17,11 @@ import pytest
 from klipnote.subtitles import StyleRules, check_rules
 
 from .support.e2ekit import belle2_checkpoint, cli, cues_of, job, submit, worker_env
-from .support.speech import PAUSE, REPEATS, long_mandarin
-from .support.textmetrics import cer
+from .support.speech import PAUSE, REPEATS, long_mandarin, zh_cer
 
 pytestmark = [pytest.mark.slow, pytest.mark.belle2]
 
-ZH = "开放时间早上9点至下午5点"
-ZH_ALSO = "开放时间早上九点至下午五点"
-TRADITIONAL_ONLY = set("開時間點")  # characters that exist only in the Traditional forms of ZH
-
-
-def best_cer(reference: str, text: str) -> float:
-    return min(cer(ref, text) for ref in (reference, reference.replace(ZH, ZH_ALSO)))
+TRADITIONAL_ONLY = set("開時間點")  # characters that exist only in the Traditional forms of zh.wav's sentence
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +67,7 @@ def test_the_worker_announces_itself_on_stdout_only(run):
 def test_mandarin_is_transcribed_in_simplified_characters(run, name):
     got = result(run, name)
     assert got["language"] == "zh"
-    assert best_cer(ZH, got["text"]) <= 0.35, got["text"]
+    assert zh_cer(got["text"]) <= 0.35, got["text"]
     assert not TRADITIONAL_ONLY & set(got["text"]), got["text"]
     meta = got["metadata"]
     assert (meta["engine"], meta["zh_script"], meta["word_timestamps"]) == ("belle2", "simplified",
@@ -106,7 +99,7 @@ def test_long_audio_gives_segments_that_follow_the_speech(run):
     assert all(0 <= s["start"] < s["end"] <= duration for s in segments)
     assert all(s["end"] - s["start"] <= 10.0 for s in segments)
     assert all(a["end"] <= b["start"] + 1e-6 for a, b in pairwise(segments))
-    assert best_cer(ZH * REPEATS, got["text"]) <= 0.4, got["text"]
+    assert zh_cer(got["text"], REPEATS) <= 0.4, got["text"]
     assert run["jobs"]["long"]["outputs"]["vtt"].startswith("WEBVTT")
 
 
@@ -117,12 +110,12 @@ def test_mandarin_subtitles_follow_the_cjk_style_rules(run):
     assert all(len(line) <= 16 for c in cues for line in c.text.split("\n"))
 
 
-def test_windows_decoded_in_several_passes_keep_their_segments_in_place(run):
-    """84 s of English forced to zh makes generate() decode some windows in more than one pass, each
-    restarting its timestamps at 0: segments must still come out in order and inside the file."""
+def test_a_long_file_forced_to_mandarin_keeps_its_segments_in_place(run):
+    """84 s of English forced to zh: windows decoded in several passes (tests/test_belle2_timing.py checks
+    that they are) still give segments in order and inside the file, through the worker."""
     got = result(run, "long-english")
     segments = got["segments"]
-    assert len(segments) >= 10
+    assert len(segments) >= 2
     assert all(0 <= s["start"] < s["end"] <= 84.5 for s in segments)
     assert all(a["end"] <= b["start"] + 1e-6 for a, b in pairwise(segments)), [
         (s["start"], s["end"]) for s in segments]

@@ -7,11 +7,16 @@ sticks to the instance), on the engine's own windows: the engine must decode the
 the same tokens as well. The independent reference is the audio itself: zh.wav with a known stretch
 of silence put into it, and six copies of zh.wav at known offsets.
 
+The replaced method ran at float32, so the engine compared with it does too; the engine's default on
+a CPU, int8 (its decoder's per-step layers quantized), is held to the float32 engine's reading and
+character times and to the same known speech.
+
 Model: Whisper base as a transformers checkpoint, built offline (see tests/test_belle2.py).
 """
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +29,8 @@ from klipnote.engines.batching import Job, Request
 from klipnote.transcript import Transcript
 
 from .support.e2ekit import belle2_checkpoint
-from .support.speech import PAUSE, REPEATS, long_mandarin
+from .support.speech import PAUSE, REPEATS, long_mandarin, zh_cer
+from .support.textmetrics import paired_starts
 
 pytestmark = [pytest.mark.slow, pytest.mark.belle2]
 
@@ -34,6 +40,10 @@ PAUSE_AT, INSERTED = 3.28, 1.5
 SPEECH_DB = -35.0
 #: How far a character may sit from where the audio says speech starts or ends (Whisper base, 20 ms frames).
 ONSET_TOLERANCE = 0.25
+#: Two readings' characters of the same text this close (seconds) are the same character said.
+SAME_CHARACTER = 0.5
+#: One encoder frame (seconds), and a hair for float rounding.
+FRAME = 0.02 + 1e-6
 
 
 def no_progress(stage: Any, percent: float) -> None:
@@ -45,16 +55,25 @@ def checkpoint(model_cache: Path) -> Path:
     return belle2_checkpoint(model_cache)
 
 
-@pytest.fixture(scope="module")
-def engine(checkpoint: Path) -> Any:
+def loaded(checkpoint: Path, compute_type: str) -> Any:
     from klipnote.config import load_settings
     from klipnote.engines import create
     from klipnote.job import Model
 
-    settings = load_settings({"belle2_model": str(checkpoint), "zh_script": "original"})
-    loaded = create(Model.BELLE2, settings, device="cpu", batch_size=8)
-    loaded.load()
-    return loaded
+    settings = load_settings({"belle2_model": str(checkpoint), "compute_type": compute_type})
+    engine = create(Model.BELLE2, settings, device="cpu", batch_size=8)
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="module")
+def engine(checkpoint: Path) -> Any:
+    return loaded(checkpoint, "float32")  # the replaced method's precision
+
+
+@pytest.fixture(scope="module")
+def int8_engine(checkpoint: Path) -> Any:
+    return loaded(checkpoint, "auto")  # int8 on a CPU
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +162,11 @@ def long_results(engine, reference, long_audio) -> tuple[Transcript, list]:
     return transcribe(engine, long_audio), replaced_method(engine, reference, long_audio)
 
 
+@pytest.fixture(scope="module")
+def int8_results(int8_engine, gap_audio, long_audio) -> dict[str, Transcript]:
+    return {"gap": transcribe(int8_engine, gap_audio), "long": transcribe(int8_engine, long_audio)}
+
+
 @pytest.mark.parametrize("results", ["gap_results", "long_results"])
 def test_same_text_as_the_replaced_method(results, request):
     transcript, replaced = request.getfixturevalue(results)
@@ -158,10 +182,14 @@ def test_characters_are_timed_where_the_replaced_method_timed_them(results, requ
     assert np.median(gaps) <= 0.02 and max(gaps) <= 0.12, gaps
 
 
-def test_no_character_straddles_known_silence_and_speech_resumes_on_time(gap_results, gap_audio):
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_no_character_straddles_known_silence_and_speech_resumes_on_time(precision, gap_results, int8_results,
+                                                                        gap_audio):
     """Speech stops before the inserted silence and starts again after it: characters keep to either side,
     and the first one after it starts where the speech does, no later than the replaced method put it."""
     transcript, replaced = gap_results
+    if precision == "int8":
+        transcript = int8_results["gap"]
     loud = speech_edges(gap_audio)
     stops, resumes = loud[loud < PAUSE_AT].max() + 0.01, loud[loud > PAUSE_AT].min()
     words = [w for s in transcript.segments for w in s.words]
@@ -172,9 +200,10 @@ def test_no_character_straddles_known_silence_and_speech_resumes_on_time(gap_res
     assert abs(ours - resumes) <= abs(theirs - resumes) + 0.04, (ours, theirs, resumes)
 
 
-def test_each_copy_of_the_sentence_keeps_its_characters(long_results, corpus):
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_each_copy_of_the_sentence_keeps_its_characters(precision, long_results, int8_results, corpus):
     """Six copies of zh.wav at known offsets: every character lies inside the speech of its own copy."""
-    transcript, _ = long_results
+    transcript = long_results[0] if precision == "float32" else int8_results["long"]
     loud = speech_edges(decode(corpus / "zh.wav"))
     period = len(decode(corpus / "zh.wav")) / SAMPLE_RATE + PAUSE
     words = [w for s in transcript.segments for w in s.words]
@@ -185,18 +214,79 @@ def test_each_copy_of_the_sentence_keeps_its_characters(long_results, corpus):
         assert copy + loud.min() - ONSET_TOLERANCE <= w.start <= w.end <= copy + loud.max() + ONSET_TOLERANCE, w
 
 
+def test_int8_reads_the_sentence_as_well_as_float32(long_results, int8_results):
+    """The default precision on a CPU loses no accuracy: at most one character of the 78 said reads worse."""
+    def simplified_cer(transcript: Transcript) -> float:
+        from opencc import OpenCC
+
+        return zh_cer(OpenCC("t2s").convert("".join(s.text for s in transcript.segments)), REPEATS)
+
+    assert simplified_cer(int8_results["long"]) <= simplified_cer(long_results[0]) + 1 / 78
+
+
+@pytest.mark.parametrize("audio", ["gap", "long"])
+def test_int8_times_the_characters_it_shares_with_float32_as_float32_does(audio, gap_results, long_results,
+                                                                        int8_results):
+    ours = [(w.word, w.start) for s in int8_results[audio].segments for w in s.words]
+    theirs = [(w.word, w.start) for s in (gap_results if audio == "gap" else long_results)[0].segments
+              for w in s.words]
+    gaps = [abs(mine - theirs) for mine, theirs in paired_starts(ours, theirs, SAME_CHARACTER, neighbours=True)]
+    assert len(gaps) >= 0.6 * len(theirs), (ours, theirs)
+    assert np.median(gaps) <= FRAME and max(gaps) <= 0.12, gaps
+
+
+def test_int8_keeps_the_cross_attention_in_float32(int8_engine):
+    """Every linear layer is int8 but the cross-attention's, whose weights the alignment pass reads."""
+    import torch
+
+    kinds = {name: type(module) for name, module in int8_engine._model.named_modules()
+             if isinstance(module, torch.nn.Linear) or "quantized" in type(module).__module__}
+    float32 = {name for name, kind in kinds.items() if kind is torch.nn.Linear}
+    assert float32 and all(".encoder_attn." in name for name in float32), float32
+    assert {"proj_out", "model.encoder.layers.0.fc1", "model.decoder.layers.0.self_attn.q_proj"} <= set(kinds) - float32
+    assert int8_engine.describe()["compute_type"] == "int8"
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_windows_decoded_in_several_passes_keep_their_segments_in_place(precision, engine, int8_engine, corpus,
+                                                                       monkeypatch):
+    """84 s of English forced to zh makes generate() decode windows again from their last timestamp (passes
+    that start past the window's start), each restarting its timestamps at 0: the segments still come out in
+    order, inside the file, with their characters inside them."""
+    from klipnote.engines import belle2_engine
+
+    passes: list[Any] = []
+    found_by = belle2_engine._passes
+
+    def observed(*args: Any) -> list[Any]:
+        found = found_by(*args)
+        passes.extend(found)
+        return found
+
+    monkeypatch.setattr(belle2_engine, "_passes", observed)
+    audio = decode(corpus / "whole-earth.wav")
+    segments = transcribe(engine if precision == "float32" else int8_engine, audio).segments
+    assert any(found.seek > 0 for found in passes), [(found.window, found.seek) for found in passes]
+    assert all(0 <= s.start < s.end <= len(audio) / SAMPLE_RATE for s in segments)
+    assert all(a.end <= b.start + 1e-6 for a, b in pairwise(segments)), [
+        (s.start, s.end) for s in segments]
+    assert all(s.start <= w.start <= w.end <= s.end for s in segments for w in s.words)
+
+
 def test_decoding_keeps_sdpa_attention(engine, long_results):
     """The replaced method switched the model to eager attention for good; this engine never does."""
     assert engine._model.config._attn_implementation == "sdpa"
 
 
-def test_alignment_heads_scores_are_the_models_own_attention(engine, long_audio):
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_alignment_heads_scores_are_the_models_own_attention(precision, engine, int8_engine, long_audio):
     """The hooks' q k^T for the alignment heads, after a softmax, equals the attention weights that eager
     attention returns for those heads (on the same tokens and audio)."""
     import torch
 
     from klipnote.engines.belle2_engine import _alignment_scores
 
+    engine = engine if precision == "float32" else int8_engine
     model = engine._model
     features = engine._processor.feature_extractor([long_audio[:10 * SAMPLE_RATE]], sampling_rate=SAMPLE_RATE,
                                                    return_tensors="pt").input_features

@@ -389,3 +389,27 @@ def test_sizes_parse_with_units(text, size):
 @pytest.mark.parametrize(("text", "seconds"), [("30d", 30 * 86400), ("12h", 43200), ("90", 90), ("15m", 900)])
 def test_durations_parse_with_units(text, seconds):
     assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize(("given", "device", "runs"), [
+    ("auto", "cpu", "int8"), ("auto", "cuda", "float16"), ("float32", "cuda", "float32"),
+    ("bfloat16", "cpu", "bfloat16"),
+])
+def test_compute_type_auto_is_float16_on_a_gpu_and_int8_on_a_cpu_for_either_engine(given, device, runs):
+    from klipnote.engines import create
+    from klipnote.job import Model
+
+    settings = load_settings({"compute_type": given})
+    assert settings.compute_type.on(device).value == runs
+    assert create(Model.WHISPERX, settings, device=device, batch_size=1).compute_type == runs
+    assert create(Model.BELLE2, settings, device=device, batch_size=1).compute_type.value == runs
+
+
+@pytest.mark.parametrize(("given", "device"), [("float16", "cpu"), ("int8", "cuda"), ("int8_float16", "cpu"),
+                                               ("int8_float16", "cuda")])
+def test_a_belle2_worker_refuses_a_precision_torch_cannot_run_there_before_loading(given, device):
+    from klipnote.engines import create
+    from klipnote.job import Model
+
+    with pytest.raises(ConfigError, match=rf"belle2 engine cannot run .*{given}.*: .*(float16|int8)"):
+        create(Model.BELLE2, load_settings({"compute_type": given}), device=device, batch_size=1)

@@ -32,7 +32,7 @@ import numpy as np
 
 from klipnote import cjk, modelstore, offline_models
 from klipnote.audio import SAMPLE_RATE
-from klipnote.config import ComputeType, Settings
+from klipnote.config import Settings
 from klipnote.decoding import Speakers
 from klipnote.engines import prompts, vad
 from klipnote.engines.batching import Job, Window
@@ -72,8 +72,7 @@ class WhisperXEngine:
         self.revision = settings.whisper_model_revision
         self.settings = settings
         self.device = device
-        self.compute_type = settings.compute_type.value if settings.compute_type is not ComputeType.AUTO else (
-            "float16" if device == "cuda" else "int8")
+        self.compute_type = settings.compute_type.on(device).value
         self.batch_size = batch_size
         self.hf_token = settings.hf_token
         self.vad_method = settings.vad_method

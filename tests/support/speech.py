@@ -10,6 +10,16 @@ import numpy as np
 from klipnote.audio import SAMPLE_RATE, decode
 
 REPEATS, PAUSE = 6, 1.5
+#: What zh.wav says, with digits and with the numbers written out: Whisper writes either.
+ZH = "开放时间早上9点至下午5点"
+ZH_ALSO = "开放时间早上九点至下午五点"
+
+
+def zh_cer(text: str, copies: int = 1) -> float:
+    """Character error rate of Simplified ``text`` against zh.wav's sentence said ``copies`` times (nearer spelling)."""
+    from .textmetrics import cer
+
+    return min(cer(sentence * copies, text) for sentence in (ZH, ZH_ALSO))
 
 
 def long_mandarin(corpus: Path, target: Path, repeats: int = REPEATS, pause: float = PAUSE) -> Path:

@@ -1,4 +1,4 @@
-"""Error rates for judging transcripts against references: WER for words, CER for characters."""
+"""Judging transcripts against references (WER for words, CER for characters) and against each other."""
 
 from __future__ import annotations
 
@@ -31,3 +31,22 @@ def wer(reference: str, hypothesis: str) -> float:
 def cer(reference: str, hypothesis: str) -> float:
     ref = normalise(reference).replace(" ", "")
     return edit_distance(list(ref), list(normalise(hypothesis).replace(" ", ""))) / max(1, len(ref))
+
+
+def paired_starts(ours: Sequence[tuple[str, float]], theirs: Sequence[tuple[str, float]], within: float,
+                  *, neighbours: bool = False) -> list[tuple[float, float]]:
+    """(our start, their start) of each of their (word, start) pairs that ours has too, the nearest within
+    ``within`` seconds: two readings of the same audio may differ by a word or a spelling, so their
+    positions cannot pair them. ``neighbours``: pair only words read with the same word before and after
+    (a reading that drops a word gives the next one the dropped word's time, and the other reading does not)."""
+    def keyed(words: Sequence[tuple[str, float]]) -> list[tuple[tuple[str, ...], float]]:
+        texts = ["", *(word for word, _ in words), ""]
+        return [((*texts[i:i + 3],) if neighbours else (word,), at) for i, (word, at) in enumerate(words)]
+
+    pairs = []
+    mine = keyed(ours)
+    for key, at in keyed(theirs):
+        starts = [start for other, start in mine if other == key and abs(start - at) <= within]
+        if starts:
+            pairs.append((min(starts, key=lambda start: abs(start - at)), at))
+    return pairs
