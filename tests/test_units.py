@@ -133,3 +133,12 @@ def test_gpu_selection_follows_nvidia_smi_numbering_unless_an_order_is_set(monke
     monkeypatch.setenv("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
     envcheck.select_gpu(0)
     assert (os.environ["CUDA_VISIBLE_DEVICES"], os.environ["CUDA_DEVICE_ORDER"]) == ("0", "FASTEST_FIRST")
+
+
+def test_alignment_passes_are_grouped_in_order_up_to_a_token_budget():
+    from klipnote.engines.belle2_engine import Pass, _by_rows
+
+    passes = [Pass(0, 0, 1500, [(0.0, 1.0, list(range(n)))]) for n in (300, 200, 100, 600, 10)]
+    groups = _by_rows(passes, 512)
+    assert [[len(p.tokens) for p in group] for group in groups] == [[300, 200], [100], [600], [10]]
+    assert [p for group in groups for p in group] == passes

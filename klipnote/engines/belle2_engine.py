@@ -35,7 +35,10 @@ arithmetic; the encoder is bound by arithmetic. Dynamic int8 (weights stored in 
 quantized per call, fbgemm's kernels) reads a quarter of the bytes and multiplies in integers: on
 the build machine it made the engine 2x faster at the same character error rate. Every linear layer
 is quantized except the decoder's cross-attention, whose weights the alignment pass reads to
-recompute the attention the model paid: that stays float32, and so exact.
+recompute the attention the model paid: that stays float32, and so exact. One cost: torch quantizes a
+layer's input with one scale for all its rows, so a window's numbers move a little with the windows
+that share its batch, and a character can read differently with other jobs beside it (float32 reads
+the same either way).
 
 Weights are loaded from safetensors only: torch < 2.6 (this engine's environment) can execute
 code hidden in pickled ``.bin`` weights (CVE-2025-32434), so those are never read.
@@ -75,6 +78,9 @@ ENCODER_STRIDE = 2
 ENCODER_FRAMES = 1500
 #: How far a segment's start (seconds, float arithmetic) may sit before its pass's start and still belong to it.
 SECONDS_SLACK = 1e-6
+#: Decoded tokens per alignment pass at most (passes are grouped up to this; a longer one goes alone): the pass's
+#: memory grows with tokens x audio frames, and a window that loops to the 448-token limit would multiply it.
+ALIGNMENT_ROWS = 512
 #: The prompt generate() decodes from (language and task forced, timestamps on); the alignment pass repeats it.
 PROMPT = ("<|startoftranscript|>", "<|zh|>", "<|transcribe|>")
 
@@ -202,7 +208,8 @@ class Belle2Engine:
                                        **asked)
             passes = [found for index, piece in enumerate(pieces)
                       for found in _passes(index, piece, seeks, out["segments"][index], self._first_special)]
-            bounds = self._align(passes, inputs, encoded[0], prompt) if passes else []
+            bounds = [times for group in _by_rows(passes, ALIGNMENT_ROWS)
+                      for times in self._align(group, inputs, encoded[0], prompt)]
         decoded: list[list[Segment]] = [[] for _ in batch]
         for found, times in zip(passes, bounds, strict=True):
             window = batch[found.window].span
@@ -338,6 +345,19 @@ def _quantize(model: Any) -> None:
     chosen = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
               if isinstance(module, torch.nn.Linear) and ".encoder_attn." not in name}
     quantize_dynamic(model, chosen, inplace=True)
+
+
+def _by_rows(passes: list[Pass], rows: int) -> list[list[Pass]]:
+    """The passes in order, grouped so that a group's decoded tokens stay within ``rows`` (or it holds one pass)."""
+    groups: list[list[Pass]] = []
+    held = 0
+    for found in passes:
+        if not groups or held + len(found.tokens) > rows:
+            groups.append([])
+            held = 0
+        groups[-1].append(found)
+        held += len(found.tokens)
+    return groups
 
 
 def _cut(audio: np.ndarray, span: Span) -> np.ndarray:
