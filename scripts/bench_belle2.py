@@ -269,12 +269,6 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def to_simplified(text: str) -> str:
-    from opencc import OpenCC
-
-    return OpenCC("t2s").convert(text)
-
-
 def check(segments: Segments, duration: float) -> dict[str, Any]:
     """Longest segment, ordering and bounds.
 
@@ -310,7 +304,7 @@ def measure(runner: Runner, files: list[Input], warmup: np.ndarray, repeat: int,
         result = Result(item.name, runner.name, item.duration, walls, cpus,
                         segments, text, extra=check(segments, item.duration))
         if item.zh_copies:
-            result.cer = zh_cer(to_simplified(text), item.zh_copies)
+            result.cer = zh_cer(text, item.zh_copies)
         results.append(result)
         print(f"  {runner.name} {item.name}: {result.wall:.2f} s (runs {', '.join(f'{w:.2f}' for w in walls)})",
               file=sys.stderr, flush=True)

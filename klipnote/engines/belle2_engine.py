@@ -3,8 +3,8 @@
 What the service klipnote replaces got wrong, and what this does instead:
 
 - fixed 30 s windows cut blindly -> windows cut at pauses found by Silero VAD (its weights ship
-  in the ``silero-vad`` PyPI package: no hub, no torch.hub; its ONNX model, run by onnxruntime, which on a CPU
-  took 0.23 s for 43 s of speech where its TorchScript model took 0.41 s), packed up to 30 s, decoded in batches;
+  in the ``silero-vad`` PyPI package: no hub, no torch.hub; its ONNX model, run by onnxruntime, which is faster
+  on a CPU than its TorchScript one), packed up to 30 s, decoded in batches;
 - one subtitle per window -> Whisper's own timestamp tokens give segments that follow the speech,
   mapped back to file time by the window's offset;
 - no character times -> times from the alignment heads' cross-attention, spread over the
@@ -331,10 +331,10 @@ def _dtype_name(compute_type: ComputeType, device: str) -> str:
     """The torch dtype the weights load in; int8 loads float32 and quantizes afterwards (on a CPU only)."""
     if compute_type is ComputeType.INT8_FLOAT16 or (compute_type is ComputeType.INT8 and device != "cpu"):
         raise ConfigError(f"the belle2 engine cannot run compute_type {compute_type.value} on {device}: "
-                            "use float16 or bfloat16 on a GPU, int8 or float32 on a CPU")
+                          "use float16 or bfloat16 on a GPU, int8 or float32 on a CPU")
     if compute_type is ComputeType.FLOAT16 and device == "cpu":
         raise ConfigError("the belle2 engine cannot run float16 on a CPU (torch has no fast float16 kernels "
-                            "there): set compute_type to auto, int8 or float32")
+                          "there): set compute_type to auto, int8 or float32")
     return "float32" if compute_type is ComputeType.INT8 else compute_type.value
 
 

@@ -16,10 +16,14 @@ ZH_ALSO = "开放时间早上九点至下午五点"
 
 
 def zh_cer(text: str, copies: int = 1) -> float:
-    """Character error rate of Simplified ``text`` against zh.wav's sentence said ``copies`` times (nearer spelling)."""
+    """Character error rate of ``text``, in Simplified characters, against zh.wav's sentence said ``copies`` times
+    (the nearer spelling)."""
+    from opencc import OpenCC
+
     from .textmetrics import cer
 
-    return min(cer(sentence * copies, text) for sentence in (ZH, ZH_ALSO))
+    simplified = OpenCC("t2s").convert(text)
+    return min(cer(sentence * copies, simplified) for sentence in (ZH, ZH_ALSO))
 
 
 def long_mandarin(corpus: Path, target: Path, repeats: int = REPEATS, pause: float = PAUSE) -> Path:
