@@ -12,7 +12,15 @@ models of the exact architectures locally and measures compute, not accuracy:
   batch of 30 s log-mel windows, greedy, prompt ``<|startoftranscript|><|en|><|transcribe|><|notimestamps|>``;
 * ``belle2`` (the belle2 engine's model class): ``WhisperForConditionalGeneration`` from a
   large-v3-shaped config (as large-v2, but 128 mel bins and 51,866 tokens), random weights, fp16,
-  sdpa attention; timed: ``model.generate`` on a batch of 30 s windows, greedy, language zh.
+  sdpa attention; timed: ``model.generate`` on a batch of 30 s windows, greedy, language zh;
+* ``belle2-engine`` (klipnote's own ``Belle2Engine.decode_batch``: generate with timestamps, then the
+  alignment pass and DTW) on a random checkpoint of large-v3's layout and size (tests/support/tiny_whisper.py,
+  drawn on the GPU), float16: wall time split where generate returns, and torch's peak GPU memory above
+  the weights against the formula of scripts/bench_memory.py, which sets the belle2 worker's default
+  batch size. Here end-of-text is not suppressed: random weights never say it, so every window decodes
+  to the decoder's last position (448), in as many passes as generate's timestamps make (the decoder
+  calls are reported), the worst case a batch size must fit. Batch sizes ``--engine-batch-sizes``
+  (default 1, 16, 32), one call each after a warm-up window of 16 positions.
 
 Random weights would stop at a random point (or never), so every window decodes exactly
 ``--tokens`` tokens: end-of-text is suppressed (CTranslate2: ``suppress_tokens=[eot]`` and
@@ -30,7 +38,8 @@ Each engine runs in its own process and environment (``--whisperx-python``, defa
 ``--belle2-python``, default ``.venv-belle2``; else this interpreter). Models are cached under
 ``--cache`` (default: the system's temp) and rebuilt only when missing.
 
-Usage on the GPU machine (about 8 minutes on an H200, building included):
+Usage on the GPU machine (about 7 minutes on an H200, building included; belle2-engine needs base-offline's
+tokenizer files, ``--model-cache``, and the silero-vad package):
 ``python scripts/bench_gpu.py --out "$OUT"``; on a CPU, the smoke configuration (tiny dims, two
 decoder steps' worth of tokens, batch sizes 1 and 2, float32): ``python scripts/bench_gpu.py --smoke``.
 """
@@ -45,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +73,7 @@ from benchkit import (
     write_markdown,
 )
 
-ENGINES = ("whisperx", "belle2")
+ENGINES = ("whisperx", "belle2", "belle2-engine")
 WINDOW_S = 30.0
 FRAMES = 3000  # mel frames in a 30 s window
 TEXT_TOKENS = 50257  # GPT-2 byte-level BPE part of Whisper's vocabulary; specials follow
@@ -91,7 +101,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-sizes", help="comma-separated (default 1,4,8,16,32; --smoke 1,2)")
     parser.add_argument("--tokens", type=int, help="tokens decoded per window (default 100; --smoke 4)")
     parser.add_argument("--repeat", type=int, default=3, help="timed calls per batch size; median (default 3)")
-    parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated: whisperx, belle2")
+    parser.add_argument("--engines", default=",".join(ENGINES), help="comma-separated: " + ", ".join(ENGINES))
+    parser.add_argument("--engine-batch-sizes", help="belle2-engine: comma-separated (default 1,16,32; --smoke 1,2)")
+    parser.add_argument("--model-cache", type=Path, help="belle2-engine: klipnote's model cache holding base-offline's "
+                        "tokenizer files (default: klipnote's own; only tokenizer.json and vocabulary.json are read)")
     parser.add_argument("--whisperx-python", default=python_or_current(WHISPERX_PYTHON))
     parser.add_argument("--belle2-python", default=python_or_current(BELLE2_PYTHON))
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "klipnote-bench-gpu-models",
@@ -102,11 +115,13 @@ def parse_args() -> argparse.Namespace:
     args.device = args.device or ("cpu" if args.smoke else "cuda")
     args.batch_sizes = [int(b) for b in (args.batch_sizes or ("1,2" if args.smoke else "1,4,8,16,32")).split(",")]
     args.tokens = args.tokens or (4 if args.smoke else 100)
+    args.engine_batch_sizes = [int(b) for b in (args.engine_batch_sizes or ("1,2" if args.smoke else "1,16,32"))
+                               .split(",")]
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if not args.engines or set(args.engines) - set(ENGINES):
-        parser.error("--engines: a comma-separated list of whisperx, belle2")
-    if min(args.batch_sizes) < 1 or args.tokens < 1 or args.repeat < 1:
-        parser.error("--batch-sizes, --tokens and --repeat must be at least 1")
+        parser.error("--engines: a comma-separated list of " + ", ".join(ENGINES))
+    if min(args.batch_sizes + args.engine_batch_sizes) < 1 or args.tokens < 1 or args.repeat < 1:
+        parser.error("--batch-sizes, --engine-batch-sizes, --tokens and --repeat must be at least 1")
     if args.tokens > 200:
         parser.error("--tokens: at most 200 (Whisper's decoder holds 448 positions, half of them for text)")
     return args
@@ -294,6 +309,84 @@ def run_belle2(args: argparse.Namespace) -> dict[str, Any]:
             "batches": measure(call, args, torch_peak=torch_peak)}
 
 
+def run_belle2_engine(args: argparse.Namespace) -> dict[str, Any]:
+    """klipnote's own belle2 ``decode_batch`` (generate with SDPA, then the alignment pass and DTW) on a random
+    checkpoint of large-v3's layout and size: the wall time split where generate returns, and torch's peak GPU
+    memory above the loaded weights against the formula of scripts/bench_memory.py.
+
+    Random weights never say end-of-text: every window decodes to the decoder's last position (448), the
+    worst case a batch size must fit. One warm-up window first (CUDA's kernels and handles), one call per size.
+    """
+    import torch
+    from bench_memory import SHAPES, noise_windows, per_window, weights
+
+    from klipnote.config import load_settings
+    from klipnote.engines import create
+    from klipnote.job import Model
+    from tests.support.tiny_whisper import LARGE_V3, TINY, build_checkpoint
+
+    shape = SHAPES["large-v3"]
+    dtype = "float32" if args.device == "cpu" else "float16"
+    args.cache.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    folder = build_checkpoint(LARGE_V3, args.cache / f"belle2-engine-{'tiny' if args.smoke else shape.name}",
+                              args.model_cache, device=args.device, dtype=dtype,
+                              **(TINY if args.smoke else {"heads": shape.head_pairs(), **shape.dims()}))
+    build_s = time.perf_counter() - started
+    print(f"  built in {build_s:.1f} s", file=sys.stderr, flush=True)
+    settings = load_settings({"belle2_model": str(folder), "compute_type": dtype})
+    engine: Any = create(Model.BELLE2, settings, device=args.device, batch_size=max(args.engine_batch_sizes))
+    started = time.perf_counter()
+    engine.load()
+    load_s = time.perf_counter() - started
+    print(f"  loaded in {load_s:.1f} s", file=sys.stderr, flush=True)
+    engine._model.generation_config.max_length = 16  # the warm-up below: every kernel once, not 448 positions
+    generate, ended = engine._model.generate, [0.0]
+
+    def timed_generate(*call_args: Any, **kwargs: Any) -> Any:
+        out = generate(*call_args, **kwargs)
+        sync(args.device)
+        ended[0] = time.perf_counter()
+        return out
+
+    engine._model.generate = timed_generate
+    steps = [0]
+    engine._model.model.decoder.register_forward_hook(lambda *_: steps.__setitem__(0, steps[0] + 1))
+    cuda = args.device == "cuda"
+    weights_mib = torch.cuda.memory_allocated() / 2**20 if cuda else 0.0
+    engine.decode_batch(noise_windows(engine, 1))
+    positions = engine._model.generation_config.max_length = 16 if args.smoke else 448
+    rows = []
+    for batch in args.engine_batch_sizes:
+        windows = noise_windows(engine, batch)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated() if cuda else 0
+        steps[0] = 0
+        try:
+            sync(args.device)
+            begun = time.perf_counter()
+            engine.decode_batch(windows)
+            sync(args.device)
+            wall = time.perf_counter() - begun
+        except Exception as exc:
+            if not is_oom(exc):
+                raise
+            rows.append({"batch": batch, "error": "out of memory"})
+            break
+        row = {"batch": batch, "wall_s": wall, "generate_s": ended[0] - begun, "align_s": begun + wall - ended[0],
+               "decoder_calls": steps[0], "audio_s": batch * WINDOW_S, "rtf": wall / (batch * WINDOW_S),
+               "formula_mib": batch * per_window(shape, 2, positions) / 2**20}
+        if cuda:
+            row["peak_above_weights_mib"] = (torch.cuda.max_memory_allocated() - before) / 2**20
+        rows.append(row)
+        print(f"  batch {batch}: {json.dumps(row)}", file=sys.stderr, flush=True)
+    return {"model": "tiny dims (random)" if args.smoke else "large-v3 (random)",
+            "library": f"klipnote's Belle2Engine, transformers {version('transformers')}, torch {torch.__version__}",
+            "compute_type": dtype, "build_s": build_s, "load_s": load_s, "positions": positions,
+            "weights_mib": weights_mib, "formula_weights_mib": weights(shape, 2) / 2**20, "engine_batches": rows}
+
+
 def measure(call: Any, args: argparse.Namespace, torch_peak: Any) -> list[dict[str, Any]]:
     """Per batch size: warm-up, then ``repeat`` timed calls; stops at the first out-of-memory."""
     rows = []
@@ -326,7 +419,7 @@ def measure(call: Any, args: argparse.Namespace, torch_peak: Any) -> list[dict[s
 
 def child(args: argparse.Namespace) -> int:
     gpu = GpuPeak() if args.device == "cuda" else None
-    result = (run_whisperx if args.child == "whisperx" else run_belle2)(args)
+    result = {"whisperx": run_whisperx, "belle2": run_belle2, "belle2-engine": run_belle2_engine}[args.child](args)
     result["peak_rss_mib"] = peak_rss_mib()
     if gpu is not None:
         result["gpu_peak_mib"], result["gpu_peak_counts"] = gpu.stop()
@@ -341,13 +434,22 @@ def run_engine(engine: str, args: argparse.Namespace, env: dict[str, str], log: 
     python = args.whisperx_python if engine == "whisperx" else args.belle2_python
     argv = [python, str(Path(__file__).resolve()), "--child", engine, "--device", args.device,
             "--batch-sizes", ",".join(map(str, args.batch_sizes)), "--tokens", str(args.tokens),
-            "--repeat", str(args.repeat), "--cache", str(args.cache), *(["--smoke"] if args.smoke else [])]
+            "--repeat", str(args.repeat), "--cache", str(args.cache), "--engine-batch-sizes",
+            ",".join(map(str, args.engine_batch_sizes)), *(["--model-cache", str(args.model_cache)]
+                                                           if args.model_cache else []),
+            *(["--smoke"] if args.smoke else [])]
     print(f"{engine}: {python}", file=sys.stderr, flush=True)
-    with open(log, "ab") as err:
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=err, env=env, cwd=REPO, check=False)
-    if proc.returncode != 0:
+    out = log.with_name(f"{engine}.json")
+    # The child's progress shows as it comes (a run cut short by a time limit still says how far it got).
+    with open(log, "a") as err, open(out, "wb") as stdout:
+        proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            err.write(line)
+    if proc.wait() != 0:
         return {"error": f"exited {proc.returncode}: {log.read_text(errors='replace')[-1500:]}"}
-    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    return dict(json.loads(out.read_text().strip().splitlines()[-1]))
 
 
 def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
@@ -357,12 +459,14 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
     if cuda:
         headers += ["torch peak MiB"]
         numeric += [True]
-    rows, notes = [], []
+    rows, notes, engine_tables = [], [], []
     for engine, result in results.items():
         if "error" in result:
             notes.append(f"- {engine}: failed, {result['error'].strip().splitlines()[-1]}")
             continue
-        for b in result["batches"]:
+        if "engine_batches" in result:
+            engine_tables.append(engine_report(result, cuda))
+        for b in result.get("batches", []):
             if "error" in b:
                 rows.append([engine, result["model"], result["compute_type"], b["batch"], "", b["error"], "", ""]
                             + ([""] if cuda else []))
@@ -376,7 +480,31 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
                if "gpu_peak_mib" in result else "")
         notes.append(f"- {engine}: {result['library']}; built in {result['build_s']:.1f} s (0.0: reused from "
                      f"--cache), loaded in {result['load_s']:.1f} s; peak RSS {result['peak_rss_mib']:.0f} MiB{gpu}")
-    return table(headers, rows, numeric) + ("\n\n" + "\n".join(notes) if notes else "")
+    return "\n\n".join([*([table(headers, rows, numeric)] if rows else []), *engine_tables,
+                        *(["\n".join(notes)] if notes else [])])
+
+
+def engine_report(result: dict[str, Any], cuda: bool) -> str:
+    """The belle2 engine's own decode_batch: time split at generate's end, memory against the formula."""
+    headers = ["batch", "decoder calls", "wall s", "generate s", "align s", "RTF", "× real time"]
+    if cuda:
+        headers += ["peak above weights MiB", "formula MiB", "measured / formula"]
+    rows = []
+    for b in result["engine_batches"]:
+        if "error" in b:
+            rows.append([b["batch"], b["error"], *[""] * (len(headers) - 2)])
+            continue
+        row = [b["batch"], b["decoder_calls"], f"{b['wall_s']:.2f}", f"{b['generate_s']:.2f}", f"{b['align_s']:.2f}",
+               f"{b['rtf']:.4f}", f"{1 / b['rtf']:.1f}"]
+        if cuda:
+            row += [f"{b['peak_above_weights_mib']:.0f}", f"{b['formula_mib']:.0f}",
+                    f"{b['peak_above_weights_mib'] / b['formula_mib']:.2f}"]
+        rows.append(row)
+    weights = (f"; weights {result['weights_mib']:.0f} MiB on the GPU (formula {result['formula_weights_mib']:.0f})"
+               if cuda else "")
+    return (f"belle2-engine: klipnote's decode_batch, {result['model']}, {result['compute_type']}, every window "
+            f"decoded to position {result['positions']}{weights}\n\n"
+            + table(headers, rows, [True] * len(headers)))
 
 
 def main() -> int:

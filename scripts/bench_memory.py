@@ -153,15 +153,31 @@ def _rss(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
+def noise_windows(engine: Any, batch: int) -> list[Any]:
+    """``batch`` jobs of 30 s of noise, planned by ``engine``, each one full window whatever its VAD heard:
+    random weights decode every window to the decoder's last position, the worst case memory must fit."""
+    import numpy as np
+
+    from klipnote.engines import JobOptions, batching
+    from klipnote.windows import Span
+
+    noise = np.random.default_rng(0).normal(0, 0.05, 30 * 16000).astype(np.float32)
+    windows = []
+    for _ in range(batch):
+        job = batching.Job(batching.Request(noise.copy(), JobOptions(language="zh"), lambda stage, percent: None))
+        engine.plan(job)
+        job.windows = [Span(0.0, 30.0)]
+        windows.append(batching.Window(job, 0))
+    return windows
+
+
 def measure(shape: Shape, batch: int, positions: int, cache: Path) -> dict[str, Any]:
     """One decode_batch of ``batch`` 30 s windows on a random model of ``shape``: its peak above the start."""
-    import numpy as np
     import torch
 
     from klipnote.config import load_settings
-    from klipnote.engines import JobOptions, batching, create
+    from klipnote.engines import create
     from klipnote.job import Model
-    from klipnote.windows import Span
     from tests.support.tiny_whisper import LARGE_V3, build_checkpoint
 
     folder = build_checkpoint(LARGE_V3, cache / f"memory-{shape.name}", cache, heads=shape.head_pairs(),
@@ -173,13 +189,7 @@ def measure(shape: Shape, batch: int, positions: int, cache: Path) -> dict[str, 
     with torch.inference_mode():  # every weight read once: safetensors are mapped, and pages not yet read would
         for parameter in engine._model.parameters():  # count as the batch's (on a GPU they are copied at load)
             parameter.sum()
-    noise = np.random.default_rng(0).normal(0, 0.05, 30 * 16000).astype(np.float32)
-    jobs = []
-    for _ in range(batch):
-        job = batching.Job(batching.Request(noise.copy(), JobOptions(language="zh"), lambda stage, percent: None))
-        engine.plan(job)
-        job.windows = [Span(0.0, 30.0)]  # a full window each, whatever the VAD heard in noise
-        jobs.append(job)
+    windows = noise_windows(engine, batch)
     seen: dict[str, Any] = {}
     generate = engine._model.generate
 
@@ -192,7 +202,7 @@ def measure(shape: Shape, batch: int, positions: int, cache: Path) -> dict[str, 
     counting = engine._model.model.decoder.register_forward_hook(lambda *_: steps.__setitem__(0, steps[0] + 1))
     engine._model.generate = measured_generate
     with torch.inference_mode():
-        engine.decode_batch([batching.Window(job, 0) for job in jobs])
+        engine.decode_batch(windows)
     counting.remove()
     return {"shape": shape.name, "batch": batch, "positions": positions, "decoder_calls": steps[0],
             "peak_above_start": _rss("VmHWM") - seen["start"], "threads": torch.get_num_threads()}
@@ -270,9 +280,10 @@ def report(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
             predictions.append([name, batch, f"{weights(shape, 2) / GIB:.2f}", f"{per_window(shape, 2) / MIB:.0f}",
                                 f"{flash / GIB:.1f}", f"{math / GIB:.1f}",
                                 "yes" if max(flash, math) + GPU_RESERVE <= CARD else "no"])
-    lines += ["", f"Formula only (no GPU here: not measured), float16, {POSITIONS} decoder positions per window; "
-              "GiB with CUDA's flash attention, and with a kernel that materialises the scores; fits 24 GB: the larger "
-              f"of the two plus {GPU_RESERVE // GIB} GiB for the CUDA context, workspaces and the allocator's slack:",
+    lines += ["", "Formula only (scripts/bench_gpu.py --engines belle2-engine measures it on a GPU), float16, "
+              f"{POSITIONS} decoder positions per window; GiB with CUDA's flash attention, and with a kernel that "
+              f"materialises the scores; fits 24 GB: the larger of the two plus {GPU_RESERVE // GIB} GiB for the CUDA "
+              "context, workspaces and the allocator's slack:",
               "",
               table(["model", "batch", "weights GiB", "per window MiB", "flash GiB", "materialised GiB", "fits 24 GB"],
                     predictions, [False, True, True, True, True, True, False])]

@@ -117,9 +117,13 @@ def test_belle2_side(model_cache: Path, tmp_path: Path, corpus: Path) -> None:
                 "--belle2-python", sys.executable, "--out", str(out)], model_cache, tmp_path, corpus)
     (row,) = results(out, "rtf")["results"]
     assert row["engine"] == "belle2" and row["language"] == "zh" and row["segments"] >= 1
-    run_script([str(SCRIPTS / "bench_gpu.py"), "--smoke", "--engines", "belle2", "--belle2-python", sys.executable,
-                "--out", str(out)], model_cache, tmp_path, corpus)
-    assert all(b["tokens_decoded"] == 4 for b in results(out, "gpu")["results"]["belle2"]["batches"])
+    run_script([str(SCRIPTS / "bench_gpu.py"), "--smoke", "--engines", "belle2,belle2-engine", "--belle2-python",
+                sys.executable, "--cache", str(tmp_path / "models"), "--out", str(out)], model_cache, tmp_path, corpus)
+    gpu = results(out, "gpu")["results"]
+    assert all(b["tokens_decoded"] == 4 for b in gpu["belle2"]["batches"])
+    engine = gpu["belle2-engine"]["engine_batches"]
+    assert [b["batch"] for b in engine] == [1, 2]
+    assert all(b["decoder_calls"] > 1 and 0 < b["generate_s"] < b["wall_s"] for b in engine)  # decoded, then aligned
     stdout = run_script([str(SCRIPTS / "bench_belle2.py"), "--repeat", "1", "--pipeline-num-beams", "1",
                          "--cache", str(model_cache), "--json", str(out / "belle2.json"), str(corpus / "zh.wav")],
                         model_cache, tmp_path, corpus)

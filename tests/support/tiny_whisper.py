@@ -90,8 +90,9 @@ def shape_of(layout: Layout, **dims: int) -> WhisperShape:
                         max_source_positions=1500, max_target_positions=448, tie_word_embeddings=True)
 
 
-def tokenizer_of(layout: Layout, model_cache: Path) -> tuple[dict[str, Any], list[str]]:
-    """Whisper's ``tokenizer.json`` and vocabulary (id -> token) in the layout: base's, ``<|yue|>`` inserted."""
+def tokenizer_of(layout: Layout, model_cache: Path | None) -> tuple[dict[str, Any], list[str]]:
+    """Whisper's ``tokenizer.json`` and vocabulary (id -> token) in the layout: base's, ``<|yue|>`` inserted
+    (base-offline's files in the model cache ``model_cache``, else in klipnote's own)."""
     base = assemble(OFFLINE_MODELS["base-offline"], model_cache)
     tokenizer = json.loads((base / "tokenizer.json").read_text(encoding="utf-8"))
     vocabulary = list(json.loads((base / "vocabulary.json").read_text(encoding="utf-8")))
@@ -119,12 +120,16 @@ def _ct2_like_config(layout: Layout, vocabulary: list[str], heads: tuple[tuple[i
             "suppress_ids_begin": [220, vocabulary.index("<|endoftext|>")]}
 
 
-def build_checkpoint(layout: Layout, out_dir: Path, model_cache: Path, *, seed: int = 0,
-                     heads: tuple[tuple[int, int], ...] = TINY_ALIGNMENT_HEADS, **dims: int) -> Path:
-    """A random ``WhisperForConditionalGeneration`` folder of ``layout`` at ``out_dir`` (built once per content)."""
+def build_checkpoint(layout: Layout, out_dir: Path, model_cache: Path | None, *, seed: int = 0,
+                     heads: tuple[tuple[int, int], ...] = TINY_ALIGNMENT_HEADS, device: str = "cpu",
+                     dtype: str = "float32", **dims: int) -> Path:
+    """A random ``WhisperForConditionalGeneration`` folder of ``layout`` at ``out_dir`` (built once per content).
+
+    ``device``: where the weights are drawn (a GPU draws large-v3's 1.5 billion in a moment, a CPU takes
+    minutes); ``dtype``: what they are saved as."""
     shape = shape_of(layout, **dims)
     recipe = {"builder": BUILDER_VERSION, "layout": asdict(layout), "shape": asdict(shape), "seed": seed,
-              "heads": [list(h) for h in heads]}
+              "heads": [list(h) for h in heads], "dtype": dtype}
     if _built(out_dir, recipe):
         return out_dir
     import torch
@@ -134,8 +139,9 @@ def build_checkpoint(layout: Layout, out_dir: Path, model_cache: Path, *, seed: 
     ids = _token_ids(vocabulary, tokenizer)
     staging = _fresh(out_dir)
     torch.manual_seed(seed)
-    model = WhisperForConditionalGeneration(WhisperConfig(**_model_config(shape, ids))).eval()
-    model.save_pretrained(staging, safe_serialization=True)
+    with torch.device(device):
+        model = WhisperForConditionalGeneration(WhisperConfig(**_model_config(shape, ids))).eval()
+    model.to("cpu", getattr(torch, dtype)).save_pretrained(staging, safe_serialization=True)
     _write_json(staging / "generation_config.json",
                 _generation_config(shape, ids, vocabulary, _ct2_like_config(layout, vocabulary, heads)))
     _write_json(staging / "preprocessor_config.json", _preprocessor_config(shape))
