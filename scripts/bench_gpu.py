@@ -318,20 +318,19 @@ def run_belle2_engine(args: argparse.Namespace) -> dict[str, Any]:
     worst case a batch size must fit. One warm-up window first (CUDA's kernels and handles), one call per size.
     """
     import torch
-    from bench_memory import SHAPES, noise_windows, per_window, weights
+    from bench_memory import SHAPES, Shape, noise_windows, per_window, weights
 
     from klipnote.config import load_settings
     from klipnote.engines import create
     from klipnote.job import Model
-    from tests.support.tiny_whisper import LARGE_V3, TINY, build_checkpoint
+    from tests.support.tiny_whisper import LARGE_V3, build_checkpoint
 
-    shape = SHAPES["large-v3"]
+    shape = Shape("smoke", 64, 2, 2, 4, 128, 3) if args.smoke else SHAPES["large-v3"]
     dtype = "float32" if args.device == "cpu" else "float16"
     args.cache.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    folder = build_checkpoint(LARGE_V3, args.cache / f"belle2-engine-{'tiny' if args.smoke else shape.name}",
-                              args.model_cache, device=args.device, dtype=dtype,
-                              **(TINY if args.smoke else {"heads": shape.head_pairs(), **shape.dims()}))
+    folder = build_checkpoint(LARGE_V3, args.cache / f"belle2-engine-{shape.name}", args.model_cache,
+                              heads=shape.head_pairs(), device=args.device, dtype=dtype, **shape.dims())
     build_s = time.perf_counter() - started
     print(f"  built in {build_s:.1f} s", file=sys.stderr, flush=True)
     settings = load_settings({"belle2_model": str(folder), "compute_type": dtype})
