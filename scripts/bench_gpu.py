@@ -38,8 +38,8 @@ Each engine runs in its own process and environment (``--whisperx-python``, defa
 ``--belle2-python``, default ``.venv-belle2``; else this interpreter). Models are cached under
 ``--cache`` (default: the system's temp) and rebuilt only when missing.
 
-Usage on the GPU machine (about 7 minutes on an H200, building included; belle2-engine needs base-offline's
-tokenizer files, ``--model-cache``, and the silero-vad package):
+Usage on the GPU machine (the belle2 parts take 5-6 minutes on an H200, building included; belle2-engine needs
+base-offline's tokenizer files, ``--model-cache``, and the silero-vad package):
 ``python scripts/bench_gpu.py --out "$OUT"``; on a CPU, the smoke configuration (tiny dims, two
 decoder steps' worth of tokens, batch sizes 1 and 2, float32): ``python scripts/bench_gpu.py --smoke``.
 """
