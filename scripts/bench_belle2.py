@@ -9,8 +9,8 @@ input file (the median is reported):
   ``.load()``, ``klipnote.engines.batching.transcribe(engine, audio, JobOptions(), progress)``:
   Silero VAD windows cut at pauses, packed up to 30 s, batched ``generate`` with timestamps (SDPA,
   no attention kept), character times from one teacher-forced pass over the alignment heads; at
-  the engine's default precision (``compute_type = auto``: float16 on cuda; on cpu int8, the
-  decoder's per-step layers quantized dynamically);
+  the engine's default precision (``compute_type = auto``: float16 on cuda; on cpu int8, every
+  linear layer but the cross-attention quantized dynamically);
 * ``engine float32``: the same with ``compute_type = float32`` on cpu (float16 on cuda), the
   pipeline's precision: it shows how much of the engine's speed its precision gives;
 * ``pipeline``: what the replaced service ran, ``transformers.pipeline("automatic-speech-recognition",

@@ -110,8 +110,8 @@ def test_bench_runner(model_cache: Path, tmp_path: Path, corpus: Path) -> None:
 @pytest.mark.belle2
 @pytest.mark.timeout(1800)
 def test_belle2_side(model_cache: Path, tmp_path: Path, corpus: Path) -> None:
-    """The belle2 environment's scripts: the engine in bench_rtf, the random large-v3 path in bench_gpu,
-    and the engine-against-pipeline comparison."""
+    """The belle2 environment's scripts: the engine in bench_rtf, the random large-v3 path in bench_gpu, its VAD's
+    two models, and the engine-against-pipeline comparison."""
     out = tmp_path / "out"
     run_script([str(SCRIPTS / "bench_rtf.py"), "--only", "belle2:whisper-base-transformers", "--files", "zh.wav",
                 "--belle2-python", sys.executable, "--out", str(out)], model_cache, tmp_path, corpus)
@@ -124,6 +124,11 @@ def test_belle2_side(model_cache: Path, tmp_path: Path, corpus: Path) -> None:
     engine = gpu["belle2-engine"]["engine_batches"]
     assert [b["batch"] for b in engine] == [1, 2]
     assert all(b["decoder_calls"] > 1 and 0 < b["generate_s"] < b["wall_s"] for b in engine)  # decoded, then aligned
+    run_script([str(SCRIPTS / "bench_vad.py"), "--repeat", "1", "--out", str(out), str(corpus / "zh.wav")],
+               model_cache, tmp_path, corpus)
+    vad = results(out, "vad")["results"]
+    assert {r["model"] for r in vad} == {"onnx", "torchscript"}
+    assert all(r["regions"] >= 1 and r["same_regions"] for r in vad)
     stdout = run_script([str(SCRIPTS / "bench_belle2.py"), "--repeat", "1", "--pipeline-num-beams", "1",
                          "--cache", str(model_cache), "--json", str(out / "belle2.json"), str(corpus / "zh.wav")],
                         model_cache, tmp_path, corpus)

@@ -182,12 +182,7 @@ class Belle2Engine:
 
     def speech(self, audio: np.ndarray) -> list[Span]:
         """Where there is speech, by Silero VAD."""
-        import torch
-        from silero_vad import get_speech_timestamps
-
-        stamps = get_speech_timestamps(torch.from_numpy(audio), self._vad, sampling_rate=SAMPLE_RATE,
-                                       return_seconds=True)
-        return [Span(float(s["start"]), float(s["end"])) for s in stamps]
+        return speech_regions(audio, self._vad)
 
     def decode_batch(self, batch: list[Window]) -> list[list[Segment]]:
         """Each window's segments in file time, characters timed by the alignment heads.
@@ -346,6 +341,15 @@ def _quantize(model: Any) -> None:
     chosen = {name: per_channel_dynamic_qconfig for name, module in model.named_modules()
               if isinstance(module, torch.nn.Linear) and ".encoder_attn." not in name}
     quantize_dynamic(model, chosen, inplace=True)
+
+
+def speech_regions(audio: np.ndarray, vad: Any) -> list[Span]:
+    """Where ``vad`` (a Silero model from ``load_silero_vad``, ONNX or TorchScript) hears speech in ``audio``."""
+    import torch
+    from silero_vad import get_speech_timestamps
+
+    stamps = get_speech_timestamps(torch.from_numpy(audio), vad, sampling_rate=SAMPLE_RATE, return_seconds=True)
+    return [Span(float(s["start"]), float(s["end"])) for s in stamps]
 
 
 def _by_rows(passes: list[Pass], rows: int) -> list[list[Pass]]:
